@@ -1,0 +1,278 @@
+"""One encrypted session per app user: a key pair, its public keys in blob storage, predictions.
+
+``EncryptedSession.start`` makes the key pair, uploads the public keys once (blob name = key id)
+and signs a read-only, expiring SAS URL for them. Each ``predict`` then sends only ciphertexts
+plus that URL and the keys' SHA-256 (docs/contract.md), decrypts the per-class scores locally and
+reports where the time and the bytes went. The secret key never leaves this process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, NamedTuple, Self
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from lib.blob_store import PublicKeyStore
+from lib.contract import ServerResult, build_score_request, parse_score_response
+from lib.ei_scheme import EiClient
+from lib.errors import ServiceRejected
+from lib.scoring_client import ScoreCall, ScoringClient
+from lib.settings import AppSettings
+
+__all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Stage"]
+
+N_CLASSES = 10
+Progress = Callable[[str, float], None]
+
+
+class Stage(NamedTuple):
+    """One step of a prediction: its name, its duration, and which side spent it."""
+
+    name: str
+    seconds: float
+    source: Literal["client", "server"]
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The decrypted result of one prediction and what it cost.
+
+    ``stages`` in order: encrypt (client), request = round trip minus server total, i.e. network
+    and (de)serialisation (client), parse and checks (server), key fetch with cache hit/miss
+    (server), compute (server), decrypt (client). ``request_body`` is exactly what the service
+    received: ciphertexts, the scheme, and the read-only SAS URL of the public keys.
+    """
+
+    scores: np.ndarray
+    label: int
+    stages: list[Stage]
+    sizes: dict[str, int]
+    key_cache: str
+    total_s: float
+    request_body: dict[str, Any] = field(repr=False)
+
+
+def _noop(_message: str, _fraction: float) -> None:
+    pass
+
+
+def _key_metadata(ei: EiClient) -> dict[str, str]:
+    """Blob metadata for a public-key blob: which scheme the keys are for."""
+    descriptor = ei.descriptor
+    return {"scheme": descriptor["name"], "scheme_version": descriptor["version"]}
+
+
+def _sas_expiry(sas_url: str) -> datetime:
+    """The ``se`` (expiry) of a SAS URL."""
+    expiry = parse_qs(urlsplit(sas_url).query)["se"][0]
+    return datetime.fromisoformat(expiry)
+
+
+class EncryptedSession:
+    """Key pair + uploaded public keys + scoring client; use ``start``, then ``predict``."""
+
+    def __init__(self, settings: AppSettings, store: PublicKeyStore, scorer: ScoringClient) -> None:
+        """Prefer ``start``; this only wires the parts together (tests pass their own)."""
+        self.settings = settings
+        self._store = store
+        self._scorer = scorer
+        self._lock = threading.RLock()
+        self._ei: EiClient | None = None
+        self._key_blob_url = ""
+        self._sas_url = ""
+        self._sas_expires_at = datetime.min.replace(tzinfo=UTC)
+        self.key_sha256 = ""
+        self.key_bytes = 0
+        self.setup_timings_s: dict[str, float] = {}
+        self._closed = False
+
+    @classmethod
+    def start(
+        cls,
+        settings: AppSettings,
+        progress: Progress | None = None,
+        *,
+        store: PublicKeyStore | None = None,
+        scorer: ScoringClient | None = None,
+    ) -> EncryptedSession:
+        """Make a key pair, upload its public keys and sign a read-only SAS URL for them."""
+        store = store or PublicKeyStore(settings.blob_connection_string, settings.blob_container)
+        scorer = scorer or ScoringClient(settings.scoring_url, settings.scoring_timeout_s)
+        session = cls(settings, store, scorer)
+        try:
+            session._new_key(progress or _noop)
+        except BaseException:
+            scorer.close()
+            raise
+        return session
+
+    def __repr__(self) -> str:
+        return f"EncryptedSession(key_id={self.key_id!r}, key_blob_url={self._key_blob_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- keys -----------------------------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        """The current key pair's id (also the public-key blob's name)."""
+        return self._ei.key_id if self._ei is not None else ""
+
+    @property
+    def key_blob_url(self) -> str:
+        """The public-key blob's URL, without the SAS signature."""
+        return self._key_blob_url
+
+    @property
+    def sas_expires_at(self) -> datetime:
+        """When the current read-only SAS URL stops working (UTC)."""
+        return self._sas_expires_at
+
+    @property
+    def scheme(self) -> dict[str, Any]:
+        """The scheme descriptor sent with each request."""
+        assert self._ei is not None
+        return self._ei.descriptor
+
+    def _new_key(self, progress: Progress) -> None:
+        """Make a key pair and upload its public keys (storage is checked first: fail before keygen)."""
+        progress("Checking blob storage", 0.0)
+        self._store.ensure_container()
+
+        progress("Generating the key pair and public keys", 0.05)
+        started = time.perf_counter()
+        ei = EiClient()
+        public = ei.public_material()
+        keygen_s = time.perf_counter() - started
+
+        progress("Uploading the public keys to blob storage", 0.6)
+        started = time.perf_counter()
+        blob_url = self._store.upload(ei.key_id, public, _key_metadata(ei))
+        upload_s = time.perf_counter() - started
+
+        self._ei = ei
+        self._key_blob_url = blob_url
+        self.key_sha256 = hashlib.sha256(public).hexdigest()
+        self.key_bytes = len(public)
+        self.setup_timings_s = {"keygen": keygen_s, "upload": upload_s}
+        self._refresh_sas()
+        progress("Ready", 1.0)
+
+    def _refresh_sas(self) -> None:
+        assert self._ei is not None
+        self._sas_url = self._store.read_only_sas_url(self._ei.key_id, self.settings.sas_ttl_minutes)
+        self._sas_expires_at = _sas_expiry(self._sas_url)
+
+    def _ensure_fresh_sas(self) -> None:
+        """Re-sign when less than one request timeout plus a minute is left."""
+        margin = timedelta(seconds=self.settings.scoring_timeout_s + 60)
+        if datetime.now(UTC) + margin >= self._sas_expires_at:
+            self._refresh_sas()
+
+    def rotate_key(self, progress: Progress | None = None) -> None:
+        """Switch to a fresh key pair; the old public-key blob is deleted once the new one is up."""
+        with self._lock:
+            self._check_open()
+            old_id = self.key_id
+            self._new_key(progress or _noop)
+            if old_id and old_id != self.key_id:
+                self._store.delete(old_id)
+
+    def close(self) -> None:
+        """Delete the public-key blob and close connections; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._ei is not None:
+                    self._store.delete(self._ei.key_id)
+            finally:
+                self._scorer.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this EncryptedSession is closed")
+
+    # --- prediction ------------------------------------------------------------------------------
+
+    def predict(self, pixels: np.ndarray) -> Prediction:
+        """Encrypt ``pixels`` (784 floats in [0, 1]), score them remotely, decrypt the 10 logits."""
+        with self._lock:
+            self._check_open()
+            assert self._ei is not None
+            ei = self._ei
+            started = time.perf_counter()
+            stages: list[Stage] = []
+
+            t = time.perf_counter()
+            ciphertexts = ei.encrypt(pixels)
+            stages.append(Stage("encrypt", time.perf_counter() - t, "client"))
+
+            call, server, request = self._score(ei, ciphertexts, stages)
+
+            timings = server.timings_ms
+            server_total_s = timings["total"] / 1000.0
+            key_fetch_s = timings["key_fetch"] / 1000.0
+            compute_s = timings["compute"] / 1000.0
+            stages.append(Stage("request", max(call.round_trip_s - server_total_s, 0.0), "client"))
+            stages.append(Stage("parse", max(server_total_s - key_fetch_s - compute_s, 0.0), "server"))
+            stages.append(Stage(f"key fetch (cache {server.key_cache})", key_fetch_s, "server"))
+            stages.append(Stage("compute", compute_s, "server"))
+
+            t = time.perf_counter()
+            scores = ei.decrypt(list(server.result))
+            stages.append(Stage("decrypt", time.perf_counter() - t, "client"))
+
+            sizes = {
+                "ciphertext_bytes": sum(len(base64.b64decode(c)) for c in ciphertexts),
+                "request_bytes": call.request_bytes,
+                "response_bytes": call.response_bytes,
+                "result_bytes": sum(len(base64.b64decode(r)) for r in server.result),
+                "key_bytes": self.key_bytes,
+            }
+            return Prediction(
+                scores=scores,
+                label=int(np.argmax(scores)),
+                stages=stages,
+                sizes=sizes,
+                key_cache=server.key_cache,
+                total_s=time.perf_counter() - started,
+                request_body=request,
+            )
+
+    def _score(
+        self, ei: EiClient, ciphertexts: list[str], stages: list[Stage]
+    ) -> tuple[ScoreCall, ServerResult, dict[str, Any]]:
+        """Send one request; if the service lost the blob or refused the SAS, repair once and retry."""
+        for attempt in (1, 2):
+            self._ensure_fresh_sas()
+            request = build_score_request(ei.descriptor, ciphertexts, self._sas_url, self.key_sha256)
+            try:
+                call = self._scorer.score(request)
+            except ServiceRejected as exc:
+                if attempt == 2 or exc.code not in ("key_not_found", "sas_invalid"):
+                    raise
+                t = time.perf_counter()
+                if exc.code == "key_not_found":
+                    # e.g. Azurite restarted with in-memory storage: upload the same keys again.
+                    self._store.ensure_container()
+                    self._store.upload(ei.key_id, ei.public_material(), _key_metadata(ei))
+                    stages.append(Stage("re-upload keys", time.perf_counter() - t, "client"))
+                self._refresh_sas()
+                continue
+            server = parse_score_response(call.body, expected_scheme=ei.scheme_id, expected_results=N_CLASSES)
+            return call, server, request
+        raise AssertionError("unreachable")

