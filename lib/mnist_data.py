@@ -120,8 +120,7 @@ def load_idx_folder(folder: str | Path, split: str = "train") -> tuple[np.ndarra
     labels = read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(
-            f"{images_path}: expected uint8 images of shape (n, 28, 28), "
-            f"got {images.dtype} {images.shape}"
+            f"{images_path}: expected uint8 images of shape (n, 28, 28), got {images.dtype} {images.shape}"
         )
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise ValueError(f"{labels_path}: expected 1-D uint8 labels, got {labels.dtype} {labels.shape}")
@@ -211,7 +210,5 @@ def download_mnist_training(
             partial.replace(target)
             break
         else:
-            raise RuntimeError(
-                f"could not download a verified {name}:\n  " + "\n  ".join(errors)
-            )
+            raise RuntimeError(f"could not download a verified {name}:\n  " + "\n  ".join(errors))
     return dest

@@ -158,9 +158,9 @@ def main() -> int:
     print("(x = reference time / this path's time, measured in this run; warm rows are medians of "
           f"{args.warm})")
     print()
-    print("bytes per stage (HTTP path)")
-    print(f"  public keys uploaded once per session  {len(public_keys):>10,d}  "
-          f"(keygen {keygen_s:.2f} s, upload {upload_s:.2f} s; session: {session_setup})")
+    print("bytes per stage (HTTP path; the session's keys are uploaded once, before its first prediction)")
+    print(f"  session setup: keygen {session_setup['keygen']:.2f} s, key upload {session_setup['upload']:.2f} s "
+          f"(in-process client: keygen {keygen_s:.2f} s, upload {upload_s:.2f} s, {len(public_keys):,d} bytes)")
     for name, value in sizes.items():
         print(f"  {name:38s} {value:>10,d}")
     print()
