@@ -159,7 +159,9 @@ AUGMENTATIONS: dict[str, list[Callable[[np.ndarray, np.random.Generator], np.nda
     "none": [],
     "shift": SHIFTS,
     "stroke": STROKES,
-    "full": SHIFTS + STROKES,
+    # Two draws of the stroke variants (random footprints and pen widths) against the 8 shifts: more
+    # weight on stroke width helps drawn digits and costs nothing on MNIST test accuracy.
+    "full": SHIFTS + STROKES + STROKES,
 }
 AUGMENTATION_TEXT = {
     "none": "none",
@@ -170,7 +172,9 @@ AUGMENTATION_TEXT = {
         "(4x upsample, threshold 0.5, pen grown by -1..3 px at 4x)"
     ),
 }
-AUGMENTATION_TEXT["full"] = AUGMENTATION_TEXT["shift"] + "; plus " + AUGMENTATION_TEXT["stroke"]
+AUGMENTATION_TEXT["full"] = (
+    AUGMENTATION_TEXT["shift"] + "; plus two draws of the " + AUGMENTATION_TEXT["stroke"].removeprefix("3 ")
+)
 
 
 def augment(
