@@ -104,3 +104,50 @@ def scoring_service(azurite: AzuriteInfo, tmp_path_factory: pytest.TempPathFacto
 def app_env(azurite: AzuriteInfo, scoring_service: ScoringServiceInfo) -> dict[str, str]:
     """The app's settings pointing at the fixtures' services (BLOB_CONNECTION_STRING, SCORING_URL)."""
     return {"BLOB_CONNECTION_STRING": azurite.connection_string, "SCORING_URL": scoring_service.url}
+
+
+@pytest.fixture(scope="session")
+def app_server(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``streamlit run app.py`` (headless) on a free port against the fixtures' services; yields its URL.
+
+    It runs in its own process group, which is stopped at the end of the session. Readiness is
+    Streamlit's own ``/_stcore/health``.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from scripts.local_stack import ROOT, log_tail, stop
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        "--server.port", str(port), "--server.address", HOST, "--server.headless", "true",
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=dict(os.environ, **app_env), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 90.0
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with code {proc.returncode}:\n{log_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2.0) as answer:
+                    if answer.status == 200 and answer.read().strip() == b"ok":
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer /_stcore/health within 90 s:\n{log_tail(log_path)}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        stop(proc)

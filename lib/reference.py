@@ -1,0 +1,118 @@
+"""The plaintext reference check: the same linear model, run in the clear, for demo and QA only.
+
+The app compares each decrypted result with what the plaintext model gives for the same 784
+pixels: the predicted class should agree and the scores should differ only by CKKS noise (about
+1e-6). The model is read straight from the service's artifact with numpy (``lib`` never imports
+``service``). The check runs in the app process, on the app's own copy of the pixels: it is a
+test instrument, not part of the encrypted path, and the scoring service never sees it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.errors import DemoError
+
+__all__ = [
+    "REFERENCE_MODEL_FILE",
+    "PlaintextModel",
+    "ReferenceCheck",
+    "load_reference_model",
+    "reference_check",
+]
+
+REFERENCE_MODEL_FILE = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist_linear.npz"
+N_CLASSES = 10
+N_FEATURES = 784
+
+_cache: dict[tuple[str, int, int], PlaintextModel] = {}
+_cache_lock = threading.Lock()
+
+
+class ReferenceUnavailable(DemoError):
+    """The plaintext model could not be read, so no reference check can be made."""
+
+
+@dataclass(frozen=True, eq=False)
+class PlaintextModel:
+    """``coef`` (10, 784) and ``intercept`` (10,): scores = coef @ pixels + intercept."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    path: Path
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """The 10 plaintext scores (logits) of 784 pixels in [0, 1]."""
+        return self.coef @ np.asarray(pixels, dtype=np.float64).reshape(-1) + self.intercept
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The plaintext argmax of each row of ``images`` (n, 784)."""
+        return np.argmax(np.asarray(images, dtype=np.float64) @ self.coef.T + self.intercept, axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceCheck:
+    """How the decrypted scores compare with the plaintext model's on the same pixels."""
+
+    plain_scores: np.ndarray
+    plain_label: int
+    encrypted_label: int
+    max_abs_error: float
+
+    @property
+    def agrees(self) -> bool:
+        """True if the encrypted and the plaintext path predict the same class."""
+        return self.plain_label == self.encrypted_label
+
+
+def load_reference_model(path: Path = REFERENCE_MODEL_FILE) -> PlaintextModel:
+    """Read the model artifact (cached until the file changes); ReferenceUnavailable says why not."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ReferenceUnavailable(
+            f"No plaintext model at {path}, so the reference check is skipped (the encrypted path "
+            "does not need it)."
+        ) from None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            coef = np.asarray(archive["coef"], dtype=np.float64)
+            intercept = np.asarray(archive["intercept"], dtype=np.float64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ReferenceUnavailable(f"The plaintext model {path} could not be read ({exc}).") from None
+    if coef.shape != (N_CLASSES, N_FEATURES) or intercept.shape != (N_CLASSES,):
+        raise ReferenceUnavailable(
+            f"The plaintext model {path} has coef {coef.shape} and intercept {intercept.shape}; "
+            f"expected ({N_CLASSES}, {N_FEATURES}) and ({N_CLASSES},)."
+        )
+    model = PlaintextModel(coef=coef, intercept=intercept, path=path)
+    with _cache_lock:
+        _cache.clear()
+        _cache[key] = model
+    return model
+
+
+def reference_check(
+    model: PlaintextModel, pixels: np.ndarray, encrypted_scores: np.ndarray
+) -> ReferenceCheck:
+    """Compare decrypted scores with the plaintext model's scores for the same pixels."""
+    plain = model.scores(pixels)
+    encrypted = np.asarray(encrypted_scores, dtype=np.float64).reshape(-1)
+    if encrypted.shape != plain.shape:
+        raise ValueError(f"expected {plain.shape[0]} scores, got {encrypted.shape[0]}")
+    return ReferenceCheck(
+        plain_scores=plain,
+        plain_label=int(np.argmax(plain)),
+        encrypted_label=int(np.argmax(encrypted)),
+        max_abs_error=float(np.max(np.abs(plain - encrypted))),
+    )

@@ -1,0 +1,103 @@
+"""How it works: the flow as a diagram, and the trust model in plain words."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lib.ei_scheme import ei_descriptor
+from ui.state import page_setup
+
+page_setup("How it works")
+params = ei_descriptor()["params"]
+total_bits = sum(params["coeff_modulus_bits"])
+
+st.title(":material/schema: How it works")
+st.caption(
+    "One prediction, from your digit to the decrypted result. Green: sees plaintext. Orange: never does."
+)
+
+FLOW = """
+digraph {
+  rankdir=LR; bgcolor="transparent"; nodesep=0.5; ranksep=0.7; newrank=true;
+  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, color="#8a94a6",
+        fontcolor="#e6e6e6", fillcolor="#1a1f2b", margin="0.18,0.1"];
+  edge [fontname="Helvetica", fontsize=10, color="#8a94a6", fontcolor="#c8cdd6"];
+
+  subgraph cluster_app {
+    label="Streamlit app: trusted, holds the secret key"; fontcolor="#81c784"; color="#81c784";
+    style="rounded,dashed"; fontname="Helvetica"; fontsize=12; margin=14;
+    keygen [label="Key pair\\nmade once per session"];
+    draw [label="Your digit\\n28×28 pixels"];
+    encrypt [label="Encrypt\\n(CKKS)"];
+    decrypt [label="Decrypt\\n10 scores → digit", color="#81c784"];
+  }
+  subgraph cluster_cloud {
+    label="Cloud side: untrusted, sees no plaintext"; fontcolor="#ffb74d"; color="#ffb74d";
+    style="rounded,dashed"; fontname="Helvetica"; fontsize=12; margin=14;
+    blob [label="Blob storage\\npublic keys only", shape=cylinder];
+    service [label="Scoring service\\nlinear model on ciphertext"];
+  }
+  { rank=same; keygen; draw; }
+  { rank=same; encrypt; decrypt; }
+  { rank=same; blob; service; }
+
+  keygen -> blob [label="1 · public keys, once (~9 MB)", color="#81c784"];
+  draw -> encrypt;
+  keygen -> encrypt [style=dotted, label="public key"];
+  keygen -> decrypt [style=dotted, label="secret key: never leaves"];
+  encrypt -> service [label="2 · ciphertext + read-only SAS link", color="#4fc3f7"];
+  blob -> service [label="3 · fetch keys (cached)", constraint=false];
+  service -> decrypt [label="4 · encrypted scores", color="#4fc3f7"];
+}
+"""
+st.graphviz_chart(FLOW, width="stretch")
+
+st.header("Who holds what")
+app, service, storage = st.columns(3, gap="large")
+with app:
+    st.subheader(":green[:material/verified_user:] The Streamlit app")
+    st.markdown(
+        "- Makes the key pair when your session starts and keeps the **secret key** in this process's memory. "
+        "It is never written to disk, uploaded or sent.\n"
+        "- Encrypts your digit and decrypts the result: the only place either exists in plaintext.\n"
+        "- Holds the storage account key, only to upload the public keys and to sign short-lived, "
+        "read-only links to them."
+    )
+with service:
+    st.subheader(":orange[:material/dns:] The scoring service")
+    st.markdown(
+        "- Receives **ciphertexts** and a link to the **public keys**, nothing else.\n"
+        "- Computes the model's 10 scores on the ciphertext (homomorphically) and returns them "
+        "**still encrypted**: it never sees the digit, the scores or the answer.\n"
+        "- It knows its own model, and sees sizes and timing: that a request happened, not what it held."
+    )
+with storage:
+    st.subheader(":orange[:material/database:] Blob storage")
+    st.markdown(
+        "- Holds the **public keys only** (encryption and evaluation keys), one blob per session key.\n"
+        "- Public keys let anyone encrypt and compute on ciphertexts, but **not decrypt**.\n"
+        "- The blob is deleted when you press **New key** in the sidebar, or when the session ends."
+    )
+
+st.header("Why a SAS, not the account key")
+st.markdown(
+    "A **shared access signature (SAS)** is a URL query string signed with the storage account key. It grants "
+    "exactly what it says and nothing more: here **read** (`sp=r`) of **one blob** (`sr=b`, the public keys) "
+    "**until an expiry time** (`se=…`). Azure Storage checks the signature on every request.\n\n"
+    "Sending the account key instead (as the original Azure ML sample did with a connection string) would give "
+    "the scoring service full control of the storage account: read, overwrite or delete every blob, "
+    "indefinitely. A read-only, expiring SAS limits what a compromised or curious service could do to reading "
+    "public keys, which are public anyway. The service also checks that the keys' SHA-256 matches what the "
+    "app sent, so a swapped blob is refused."
+)
+
+st.header("How strong is the encryption")
+st.markdown(
+    f"The scheme is **CKKS** from Microsoft SEAL (through `encrypted-inference` 0.9), with polynomial modulus "
+    f"degree **N = {params['poly_modulus_degree']:,}** and a **{total_bits}-bit** coefficient modulus "
+    f"({' + '.join(str(b) for b in params['coeff_modulus_bits'])} bits), scale 2^{params['scale_bits']}. "
+    f"That is within the **128-bit security** bound of the Homomorphic Encryption Standard (at most 218 bits "
+    f"for N = 8192), and SEAL enforces it: it refuses to create a context with parameters below 128-bit "
+    f"security. CKKS computes on approximate numbers, so the decrypted scores differ from the plaintext ones "
+    f"by tiny noise (about 10⁻⁶), which the main page's reference check shows."
+)

@@ -1,0 +1,128 @@
+"""End to end in a real browser: headless Chromium (Playwright) against `streamlit run app.py`.
+
+The app runs against the real local stack (Azurite and the scoring service from tests/conftest.py).
+One test draws a digit on the canvas with mouse strokes; the other picks a held-out MNIST digit by
+label and checks the prediction against it. Screenshots go to artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from lib.app_state import gallery
+from lib.reference import REFERENCE_MODEL_FILE, load_reference_model
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+WAIT_MS = 180_000  # key setup plus one encrypted prediction on a busy 2-core machine
+SIZE = re.compile(r"^\d+(\.\d+)? (KB|MB)$")
+DURATION = re.compile(r"^\d+ ms$|^\d+\.\d\d s$")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (scripts/setup.sh --dev installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, app_server: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(app_server)
+    page.get_by_role("button", name="Encrypt and classify").wait_for()
+    yield page
+    context.close()
+
+
+def metric(page: Page, label: str) -> str:
+    return page.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue").inner_text()
+
+
+def wait_for_result(page: Page) -> int:
+    """Wait for the prediction and the cost section; return the predicted digit."""
+    page.get_by_text("Latency by stage").wait_for(timeout=WAIT_MS)
+    prediction = page.locator("#predicted-digit")
+    expect(prediction).to_have_text(re.compile(r"^\d$"))
+    return int(prediction.inner_text())
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(1500)  # let the charts finish drawing
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def stroke(page: Page, points: list[tuple[float, float]]) -> None:
+    """One mouse stroke through ``points`` (canvas coordinates) on the last <canvas>: the drawing layer."""
+    box = page.locator("canvas").last.bounding_box()
+    assert box is not None and box["width"] >= 200, box
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x, y0 + y, steps=8)
+    page.mouse.up()
+
+
+def test_draw_a_digit_and_classify_it(page: Page) -> None:
+    empty = page.get_by_text("Draw one digit on the canvas")
+    expect(empty).to_be_visible()
+    stroke(page, [(80, 60), (200, 60)])  # a 7: the bar ...
+    stroke(page, [(200, 60), (170, 130), (140, 200), (120, 240)])  # ... and the stem
+    # The canvas sends its image back after each stroke; the 28x28 preview then appears.
+    page.get_by_text("What gets encrypted").wait_for(timeout=30_000)
+    expect(empty).to_have_count(0)
+
+    page.get_by_role("button", name="Encrypt and classify").click()
+    predicted = wait_for_result(page)
+    assert 0 <= predicted <= 9
+    assert SIZE.match(metric(page, "Ciphertext sent")).group(2) == "KB"
+    assert SIZE.match(metric(page, "Public keys uploaded")).group(2) == "MB"
+    assert SIZE.match(metric(page, "Response"))
+    assert DURATION.match(metric(page, "Latency"))
+    expect(page.get_by_text("Server: compute on ciphertext")).to_be_visible()  # the waterfall
+    screenshot(page, "browser_draw.png")
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.get_by_text("Draw one digit on the canvas")).to_be_visible()
+
+
+def test_pick_a_test_digit_by_label(page: Page) -> None:
+    if not REFERENCE_MODEL_FILE.is_file():
+        pytest.skip("needs the plaintext model to choose a label the model gets right")
+    images, labels = gallery()
+    correct = load_reference_model().predict(images) == labels
+    # A label whose every held-out digit the plaintext model gets right, so the check cannot flake.
+    label = int(np.argmax([correct[labels == c].mean() for c in range(10)]))
+
+    page.get_by_role("radio", name="Pick a test digit").click()
+    page.get_by_role("radio", name=str(label), exact=True).click()  # picks a random digit and classifies it
+    predicted = wait_for_result(page)
+    caption = page.get_by_text(re.compile(r"True label \d · real MNIST digit #\d+")).inner_text()
+    true_label, index = map(int, re.search(r"True label (\d) · real MNIST digit #(\d+)", caption).groups())
+    assert true_label == label
+    plain = int(load_reference_model().predict(images[[index]])[0])
+    assert predicted == plain, "the encrypted path must agree with the plaintext model"
+    if correct[labels == label].all():
+        assert predicted == label
+    expect(page.get_by_text(re.compile(r"True label\s*" + str(label)))).not_to_have_count(0)
+    assert metric(page, "Agreement").startswith("Yes")
+    screenshot(page, "browser_pick.png")
