@@ -18,6 +18,7 @@ import numpy as np
 
 from lib.errors import DemoError, InvalidInput
 from lib.preprocess import load_image_file, to_mnist
+from lib.schemes import DEFAULT_SCHEME, SCHEME_NAMES
 from lib.session import EncryptedSession, Prediction
 from lib.settings import AppSettings
 
@@ -72,10 +73,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     def progress(message: str, fraction: float) -> None:
         print(f"  [{fraction:4.0%}] {message}", file=sys.stderr)
 
-    with EncryptedSession.start(settings, progress) as session:
+    with EncryptedSession.start(settings, progress, scheme=args.scheme) as session:
         setup = session.setup_timings_s
         print(
-            f"key id {session.key_id}: public keys {_mb(session.key_bytes)}, "
+            f"scheme {args.scheme}, key id {session.key_id}: public keys {_mb(session.key_bytes)}, "
             f"keygen {setup['keygen']:.2f} s, upload {setup['upload']:.2f} s"
         )
         totals: list[float] = []
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--repeat", type=int, default=1, metavar="K", help="predictions to run (cold, then warm)"
+    )
+    predict.add_argument(
+        "--scheme", choices=SCHEME_NAMES, default=DEFAULT_SCHEME, help="encryption scheme (default: %(default)s)"
     )
     predict.set_defaults(func=cmd_predict)
     return parser

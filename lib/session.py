@@ -22,8 +22,8 @@ import numpy as np
 
 from lib.blob_store import PublicKeyStore
 from lib.contract import ServerResult, build_score_request, parse_score_response
-from lib.ei_scheme import EiClient
 from lib.errors import ServiceRejected
+from lib.schemes import DEFAULT_SCHEME, ClientScheme, new_client
 from lib.scoring_client import ScoreCall, ScoringClient
 from lib.settings import AppSettings
 
@@ -64,9 +64,9 @@ def _noop(_message: str, _fraction: float) -> None:
     pass
 
 
-def _key_metadata(ei: EiClient) -> dict[str, str]:
+def _key_metadata(client: ClientScheme) -> dict[str, str]:
     """Blob metadata for a public-key blob: which scheme the keys are for."""
-    descriptor = ei.descriptor
+    descriptor = client.descriptor
     return {"scheme": descriptor["name"], "scheme_version": descriptor["version"]}
 
 
@@ -79,13 +79,16 @@ def _sas_expiry(sas_url: str) -> datetime:
 class EncryptedSession:
     """Key pair + uploaded public keys + scoring client; use ``start``, then ``predict``."""
 
-    def __init__(self, settings: AppSettings, store: PublicKeyStore, scorer: ScoringClient) -> None:
+    def __init__(
+        self, settings: AppSettings, store: PublicKeyStore, scorer: ScoringClient, scheme: str = DEFAULT_SCHEME
+    ) -> None:
         """Prefer ``start``; this only wires the parts together (tests pass their own)."""
         self.settings = settings
+        self.scheme_name = scheme
         self._store = store
         self._scorer = scorer
         self._lock = threading.RLock()
-        self._ei: EiClient | None = None
+        self._client: ClientScheme | None = None
         self._key_blob_url = ""
         self._sas_url = ""
         self._sas_expires_at = datetime.min.replace(tzinfo=UTC)
@@ -100,13 +103,14 @@ class EncryptedSession:
         settings: AppSettings,
         progress: Progress | None = None,
         *,
+        scheme: str = DEFAULT_SCHEME,
         store: PublicKeyStore | None = None,
         scorer: ScoringClient | None = None,
     ) -> EncryptedSession:
-        """Make a key pair, upload its public keys and sign a read-only SAS URL for them."""
+        """Make a key pair of ``scheme``, upload its public material and sign a read-only SAS URL for it."""
         store = store or PublicKeyStore(settings.blob_connection_string, settings.blob_container)
         scorer = scorer or ScoringClient(settings.scoring_url, settings.scoring_timeout_s)
-        session = cls(settings, store, scorer)
+        session = cls(settings, store, scorer, scheme)
         try:
             session._new_key(progress or _noop)
         except BaseException:
@@ -115,7 +119,7 @@ class EncryptedSession:
         return session
 
     def __repr__(self) -> str:
-        return f"EncryptedSession(key_id={self.key_id!r}, key_blob_url={self._key_blob_url!r})"
+        return f"EncryptedSession(scheme={self.scheme_name!r}, key_id={self.key_id!r}, key_blob_url={self._key_blob_url!r})"
 
     def __enter__(self) -> Self:
         return self
@@ -128,7 +132,7 @@ class EncryptedSession:
     @property
     def key_id(self) -> str:
         """The current key pair's id (also the public-key blob's name)."""
-        return self._ei.key_id if self._ei is not None else ""
+        return self._client.key_id if self._client is not None else ""
 
     @property
     def key_blob_url(self) -> str:
@@ -143,8 +147,8 @@ class EncryptedSession:
     @property
     def scheme(self) -> dict[str, Any]:
         """The scheme descriptor sent with each request."""
-        assert self._ei is not None
-        return self._ei.descriptor
+        assert self._client is not None
+        return self._client.descriptor
 
     def _new_key(self, progress: Progress) -> None:
         """Make a key pair and upload its public keys (storage is checked first: fail before keygen)."""
@@ -153,16 +157,16 @@ class EncryptedSession:
 
         progress("Generating the key pair and public keys", 0.05)
         started = time.perf_counter()
-        ei = EiClient()
-        public = ei.public_material()
+        client = new_client(self.scheme_name)
+        public = client.public_material()
         keygen_s = time.perf_counter() - started
 
         progress("Uploading the public keys to blob storage", 0.6)
         started = time.perf_counter()
-        blob_url = self._store.upload(ei.key_id, public, _key_metadata(ei))
+        blob_url = self._store.upload(client.key_id, public, _key_metadata(client))
         upload_s = time.perf_counter() - started
 
-        self._ei = ei
+        self._client = client
         self._key_blob_url = blob_url
         self.key_sha256 = hashlib.sha256(public).hexdigest()
         self.key_bytes = len(public)
@@ -171,8 +175,8 @@ class EncryptedSession:
         progress("Ready", 1.0)
 
     def _refresh_sas(self) -> None:
-        assert self._ei is not None
-        self._sas_url = self._store.read_only_sas_url(self._ei.key_id, self.settings.sas_ttl_minutes)
+        assert self._client is not None
+        self._sas_url = self._store.read_only_sas_url(self._client.key_id, self.settings.sas_ttl_minutes)
         self._sas_expires_at = _sas_expiry(self._sas_url)
 
     def _ensure_fresh_sas(self) -> None:
@@ -197,8 +201,8 @@ class EncryptedSession:
                 return
             self._closed = True
             try:
-                if self._ei is not None:
-                    self._store.delete(self._ei.key_id)
+                if self._client is not None:
+                    self._store.delete(self._client.key_id)
             finally:
                 self._scorer.close()
 
@@ -212,16 +216,16 @@ class EncryptedSession:
         """Encrypt ``pixels`` (784 floats in [0, 1]), score them remotely, decrypt the 10 logits."""
         with self._lock:
             self._check_open()
-            assert self._ei is not None
-            ei = self._ei
+            assert self._client is not None
+            client = self._client
             started = time.perf_counter()
             stages: list[Stage] = []
 
             t = time.perf_counter()
-            ciphertexts = ei.encrypt(pixels)
+            ciphertexts = client.encrypt(pixels)
             stages.append(Stage("encrypt", time.perf_counter() - t, "client"))
 
-            call, server, request = self._score(ei, ciphertexts, stages)
+            call, server, request = self._score(client, ciphertexts, stages)
 
             timings = server.timings_ms
             server_total_s = timings["total"] / 1000.0
@@ -233,7 +237,7 @@ class EncryptedSession:
             stages.append(Stage("compute", compute_s, "server"))
 
             t = time.perf_counter()
-            scores = ei.decrypt(list(server.result))
+            scores = client.decrypt(list(server.result))
             stages.append(Stage("decrypt", time.perf_counter() - t, "client"))
 
             sizes = {
@@ -254,12 +258,12 @@ class EncryptedSession:
             )
 
     def _score(
-        self, ei: EiClient, ciphertexts: list[str], stages: list[Stage]
+        self, client: ClientScheme, ciphertexts: list[str], stages: list[Stage]
     ) -> tuple[ScoreCall, ServerResult, dict[str, Any]]:
         """Send one request; if the service lost the blob or refused the SAS, repair once and retry."""
         for attempt in (1, 2):
             self._ensure_fresh_sas()
-            request = build_score_request(ei.descriptor, ciphertexts, self._sas_url, self.key_sha256)
+            request = build_score_request(client.descriptor, ciphertexts, self._sas_url, self.key_sha256)
             try:
                 call = self._scorer.score(request)
             except ServiceRejected as exc:
@@ -269,10 +273,10 @@ class EncryptedSession:
                 if exc.code == "key_not_found":
                     # e.g. Azurite restarted with in-memory storage: upload the same keys again.
                     self._store.ensure_container()
-                    self._store.upload(ei.key_id, ei.public_material(), _key_metadata(ei))
+                    self._store.upload(client.key_id, client.public_material(), _key_metadata(client))
                     stages.append(Stage("re-upload keys", time.perf_counter() - t, "client"))
                 self._refresh_sas()
                 continue
-            server = parse_score_response(call.body, expected_scheme=ei.scheme_id, expected_results=N_CLASSES)
+            server = parse_score_response(call.body, expected_scheme=client.scheme_id, expected_results=client.result_count)
             return call, server, request
         raise AssertionError("unreachable")

@@ -5,7 +5,6 @@ size, so later stages only see well-formed values.
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -17,7 +16,7 @@ CONTRACT = "encrypted-mnist/v1"
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,8 @@ class ScoreRequest:
     """Our request: scheme, ciphertexts, and a SAS URL of the public keys with their SHA-256."""
 
     scheme: dict
-    ciphertexts: list[str]
+    ciphertexts: list[bytes]
+    """Decoded from base64 (strictly) by the parser."""
     key_url: str
     key_sha256: str
 
@@ -34,7 +34,7 @@ class ScoreRequest:
 class SeedRequest:
     """The seed's request: ciphertexts, and blob name, container and connection string of the keys."""
 
-    ciphertexts: list[str]
+    ciphertexts: list[bytes]
     key_id: str
     conn_str: str
     container: str
@@ -50,30 +50,35 @@ def _string(body: dict, name: str, max_length: int) -> str:
         raise _bad(f"'{name}' must be a non-empty string.")
     if len(value) > max_length:
         raise _bad(f"'{name}' is longer than {max_length} characters.")
-    if any(ord(char) < 32 for char in value):
+    if _CONTROL_CHARACTERS.search(value):
         raise _bad(f"'{name}' must not contain control characters.")
     return value
 
 
-def _ciphertext_list(value: object, name: str, max_count: int, max_chars: int) -> list[str]:
+def _ciphertext_list(value: object, name: str, max_count: int, max_chars: int) -> list[bytes]:
     if not isinstance(value, list) or not value:
         raise _bad(f"'{name}' must be a non-empty list of base64 ciphertexts.")
     if len(value) > max_count:
         raise RequestRejected(413, "too_large", f"'{name}' holds {len(value)} ciphertexts; at most {max_count}.")
+    decoded = []
     for item in value:
         if not isinstance(item, str) or not item:
             raise _bad(f"Every item of '{name}' must be a non-empty base64 string.")
         if len(item) > max_chars:
             raise RequestRejected(413, "too_large", f"A ciphertext in '{name}' is over {max_chars} characters.")
-        if len(item) % 4 or not _BASE64.match(item):
-            raise _bad(f"An item of '{name}' is not valid base64.")
-    return value
+        try:
+            decoded.append(decode_base64(item))
+        except RequestRejected:
+            raise _bad(f"An item of '{name}' is not valid base64.") from None
+    return decoded
 
 
 def decode_base64(text: str) -> bytes:
-    """Strict base64 decoding (the text was already checked by the parser)."""
+    """Strict base64 decoding: only the alphabet, correct padding."""
+    if len(text) % 4:
+        raise _bad("A ciphertext is not valid base64.")
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise _bad("A ciphertext is not valid base64.") from None
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from service.contract import CONTRACT, ScoreRequest, SeedRequest, parse_request
-from service.ei_scheme import EiScheme
 from service.errors import RequestRejected
-from service.isolated_evaluator import Evaluation
 from service.key_source import SasVerifier, from_connection_string, from_sas_url
+from service.schemes import ServerScheme, build_schemes
+from service.schemes.base import Evaluation
 from service.settings import ServiceSettings
 
 log = logging.getLogger("encrypted_mnist.service")
@@ -37,18 +37,13 @@ def load_model(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return coef, intercept
 
 
-def _decoded_length(text: str) -> int:
-    """Bytes that a (validated) base64 string decodes to."""
-    return len(text) // 4 * 3 - text[-2:].count("=")
-
-
 class ScoringService:
     """Holds the model's schemes and answers scoring requests."""
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.ei = EiScheme(coef, intercept, settings.compute_threads, settings.key_cache_bytes)
-        self.schemes = {self.ei.name: self.ei}
+        self.schemes: dict[str, ServerScheme] = build_schemes(coef, intercept, settings)
+        self.ei = self.schemes["ei"]  # the seed's request shape always means the seed's scheme
         self.sas_verifier = SasVerifier()
 
     def wait_ready(self) -> None:
@@ -61,7 +56,7 @@ class ScoringService:
         for scheme in self.schemes.values():
             scheme.close()
 
-    def _scheme_for(self, requested: dict) -> EiScheme:
+    def _scheme_for(self, requested: dict) -> ServerScheme:
         scheme = self.schemes.get(requested.get("name"))
         if scheme is None:
             raise RequestRejected(
@@ -69,9 +64,17 @@ class ScoringService:
                 f"Unknown scheme {str(requested.get('name'))[:40]!r}; this service runs {sorted(self.schemes)}.",
             )
         if requested != scheme.descriptor:
+            differing = sorted(
+                key for key in set(scheme.descriptor["params"]) | set(requested.get("params") or {})
+                if not isinstance(requested.get("params"), dict)
+                or requested["params"].get(key) != scheme.descriptor["params"].get(key)
+            )
+            if requested.get("version") != scheme.version:
+                differing.insert(0, "version")
             raise RequestRejected(
                 400, "scheme_mismatch",
-                f"The service runs {scheme.descriptor}; the request asked for different parameters.",
+                f"The service runs {scheme.label} with other parameters ({', '.join(differing)[:200] or 'shape'} "
+                f"differ); it expects {scheme.descriptor}.",
             )
         return scheme
 
@@ -128,7 +131,7 @@ class ScoringService:
                 },
                 "sizes": {
                     "request_bytes": len(raw_data),
-                    "ciphertext_bytes": sum(_decoded_length(text) for text in request.ciphertexts),
+                    "ciphertext_bytes": sum(len(data) for data in request.ciphertexts),
                     "key_bytes": evaluation.key_bytes,
                     "result_bytes": sum(len(item) for item in evaluation.results),
                 },

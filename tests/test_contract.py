@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from lib.contract import build_score_request, build_seed_request, parse_score_response
-from lib.ei_scheme import ei_descriptor
+from lib.schemes.ei import ei_descriptor
 from service.contract import ScoreRequest, SeedRequest, parse_request
-from service.ei_scheme import scheme_parameters
-from service.isolated_evaluator import Evaluation
+from service.schemes.ei import scheme_parameters
+from service.schemes.ei_isolated import Evaluation
 from service.scoring import ScoringService
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
@@ -45,7 +45,8 @@ def test_client_request_is_what_the_service_parses():
     body = build_score_request(ei_descriptor(), [CIPHERTEXT], SAS_URL, "ab" * 32)
     request = parse(body)
     assert isinstance(request, ScoreRequest)
-    assert (request.ciphertexts, request.key_url, request.key_sha256) == ([CIPHERTEXT], SAS_URL, "ab" * 32)
+    assert (request.ciphertexts, request.key_url, request.key_sha256) == (
+        [base64.b64decode(CIPHERTEXT)], SAS_URL, "ab" * 32)
     assert request.scheme == ei_descriptor()
 
 
@@ -66,7 +67,7 @@ def test_documented_request_has_the_client_request_shape():
 def service_response(key_cache_hit: bool) -> dict:
     evaluation = Evaluation(results=[b"r" * 7] * 10, cache_hit=key_cache_hit, key_bytes=123, key_fetch_s=0.01,
                             compute_s=0.5)
-    request = ScoreRequest(scheme=ei_descriptor(), ciphertexts=[CIPHERTEXT], key_url=SAS_URL, key_sha256="ab" * 32)
+    request = ScoreRequest(scheme=ei_descriptor(), ciphertexts=[base64.b64decode(CIPHERTEXT)], key_url=SAS_URL, key_sha256="ab" * 32)
     return ScoringService._response(request, "ei-0.9", ["cg=="] * 10, evaluation, "x" * 99, 0.001, 0.6)
 
 

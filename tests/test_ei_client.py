@@ -24,8 +24,8 @@ import pytest
 from encrypted.inference.eiserver import EIServer
 from encrypted.inference.internal import einative
 
-from lib.ei_scheme import EiClient, ei_descriptor
 from lib.errors import InvalidInput
+from lib.schemes.ei import EiClient, ei_descriptor
 
 HEADER = struct.Struct("<HBBBBHQ")
 MEMBERS = struct.Struct("<32sBQQQd")

@@ -8,12 +8,12 @@ import pytest
 from encrypted.inference.eiclient import EILinearRegressionClient
 from encrypted.inference.eiserver import EIServer
 
-from service.ei_native import EiNativeEvaluator, to_native_buffer
-from service.ei_scheme import SEAL_VERSION, EiScheme
 from service.errors import RequestRejected
-from service.isolated_evaluator import IsolatedEvaluator, KeyCache
+from service.schemes.ei import SEAL_VERSION, EiScheme
+from service.schemes.ei_isolated import IsolatedEvaluator, KeyCache
+from service.schemes.ei_native import EiNativeEvaluator, to_native_buffer
+from service.schemes.seal3_format import COMPR_NONE, COMPR_ZLIB, check_objects
 from service.scoring import load_model
-from service.seal_format import COMPR_NONE, COMPR_ZLIB, check_objects
 
 MODES = (COMPR_NONE, COMPR_ZLIB)
 
@@ -107,10 +107,10 @@ def test_scheme_refuses_bad_ciphertexts_and_key_blobs_before_native_code(public_
     scheme = EiScheme(model[0][:1], model[1][:1], threads=1, cache_bytes=1 << 26)
     try:
         with pytest.raises(RequestRejected) as caught:
-            scheme.decode_ciphertexts([base64.b64encode(b"\x00" * 100).decode()])
+            scheme.decode_ciphertexts([b"\x00" * 100])
         assert caught.value.code == "ciphertext_invalid"
         with pytest.raises(RequestRejected) as caught:
-            scheme.decode_ciphertexts(["AAAA", "AAAA"])
+            scheme.decode_ciphertexts([b"\x00\x00\x00", b"\x00\x00\x00"])
         assert caught.value.code == "bad_request"
         inflated = scheme.check_key_blob(public_keys)
         assert len(inflated) > len(public_keys)  # re-framed without compression

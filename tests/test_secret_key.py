@@ -23,13 +23,16 @@ import requests
 from azure.storage.blob import BlobServiceClient
 from test_session import MODEL_PATH, ContractScorer
 
+from lib.schemes.seal4 import FILES
 from lib.session import EncryptedSession
 from lib.settings import AppSettings
 
 
 def secret_forms(session: EncryptedSession) -> dict[str, bytes]:
     """The session's secret key in every encoding worth looking for (read here, only to search)."""
-    b64 = session._ei._client.secret_key()  # type: ignore[union-attr]
+    if session.scheme_name != "ei":
+        return seal4_secret_forms(session)
+    b64 = session._client._client.secret_key()  # type: ignore[union-attr]
     raw = base64.b64decode(b64)
     assert len(raw) == 64
     return {
@@ -39,6 +42,20 @@ def secret_forms(session: EncryptedSession) -> dict[str, bytes]:
         "base64 unpadded": b64.rstrip("=").encode(),
         "hex": raw.hex().encode(),
         "HEX": raw.hex().upper().encode(),
+    }
+
+
+def seal4_secret_forms(session: EncryptedSession) -> dict[str, bytes]:
+    """A SEAL 4 secret key: its serialization, and its first 64 coefficients raw, base64 and hex."""
+    secret = session._client._secret_key  # type: ignore[union-attr]
+    data = secret.data()
+    raw = np.array([data.data(i) for i in range(64)], dtype="<u8").tobytes()
+    assert len(set(raw)) > 16, "the secret key's coefficients look empty"
+    return {
+        "SEAL serialization": FILES.to_bytes(secret)[16:],
+        "raw coefficients": raw,
+        "base64": base64.b64encode(raw)[:80],
+        "hex": raw.hex().encode(),
     }
 
 
@@ -87,13 +104,16 @@ def run_and_check(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
     service_log: Path | None = None,
+    scheme: str = "ei",
 ) -> None:
     caplog.set_level(logging.DEBUG)
     recorder = Recorder()
     recorder.install(monkeypatch)
     digit = np.random.default_rng(11).random(784)
 
-    session = EncryptedSession.start(settings, lambda m, f: print(f"progress {f:.0%} {m}"), scorer=scorer)
+    session = EncryptedSession.start(
+        settings, lambda m, f: print(f"progress {f:.0%} {m}"), scheme=scheme, scorer=scorer
+    )
     try:
         forms = secret_forms(session)
         blob_url = session.key_blob_url
@@ -143,7 +163,9 @@ def test_secret_key_stays_in_process_with_contract_scorer(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("scheme", ["ei", "ckks", "bfv"])
 def test_secret_key_stays_in_process_with_real_service(
+    scheme: str,
     azurite,
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
@@ -159,4 +181,4 @@ def test_secret_key_stays_in_process_with_real_service(
         scoring_url=service.url,
         scoring_timeout_s=300,
     )
-    run_and_check(settings, None, monkeypatch, caplog, capfd, getattr(service, "log_path", None))
+    run_and_check(settings, None, monkeypatch, caplog, capfd, getattr(service, "log_path", None), scheme)

@@ -25,7 +25,7 @@ def parse(body):
 def test_our_shape_parses():
     request = parse(GOOD)
     assert isinstance(request, ScoreRequest)
-    assert request.ciphertexts == [CT] and request.key_sha256 == "0" * 64
+    assert request.ciphertexts == [base64.b64decode(CT)] and request.key_sha256 == "0" * 64
 
 
 def test_seed_shape_parses():

@@ -338,7 +338,7 @@ def fake_session(azurite) -> Iterator[tuple[EncryptedSession, ContractScorer]]:
     settings = AppSettings(blob_connection_string=azurite.connection_string, blob_container="session-tests")
     scorer = ContractScorer()
     progress: list[tuple[str, float]] = []
-    session = EncryptedSession.start(settings, lambda m, f: progress.append((m, f)), scorer=scorer)  # type: ignore[arg-type]
+    session = EncryptedSession.start(settings, lambda m, f: progress.append((m, f)), scheme="ei", scorer=scorer)  # type: ignore[arg-type]
     assert progress[0][1] == 0.0 and progress[-1] == ("Ready", 1.0)
     yield session, scorer
     session.close()
@@ -438,7 +438,7 @@ def test_lost_blob_is_uploaded_again(
 def test_rotate_and_close_delete_blobs(azurite, digit: np.ndarray) -> None:
     settings = AppSettings(blob_connection_string=azurite.connection_string, blob_container="session-tests")
     scorer = ContractScorer()
-    session = EncryptedSession.start(settings, scorer=scorer)  # type: ignore[arg-type]
+    session = EncryptedSession.start(settings, scheme="ei", scorer=scorer)  # type: ignore[arg-type]
     old_id, old_sas = session.key_id, session._sas_url
     session.rotate_key()
     assert session.key_id != old_id
@@ -464,12 +464,12 @@ def test_start_without_storage_fails_before_keygen(monkeypatch: pytest.MonkeyPat
         port = sock.getsockname()[1]
     settings = AppSettings(blob_connection_string=azurite_connection_string(port))
 
-    def no_keygen() -> None:
+    def no_keygen(_scheme: str) -> None:
         raise AssertionError("keys were made although storage is down")
 
-    monkeypatch.setattr("lib.session.EiClient", no_keygen)
+    monkeypatch.setattr("lib.session.new_client", no_keygen)
     with pytest.raises(StorageUnavailable, match="scripts.local_stack up"):
-        EncryptedSession.start(settings, scorer=ContractScorer())  # type: ignore[arg-type]
+        EncryptedSession.start(settings, scheme="ei", scorer=ContractScorer())  # type: ignore[arg-type]
 
 
 # --- the real scoring service ------------------------------------------------------------------
@@ -483,16 +483,21 @@ def real_service(request: pytest.FixtureRequest):
 
 
 @pytest.mark.integration
-def test_real_service_prediction(azurite, real_service, digit: np.ndarray) -> None:
+@pytest.mark.parametrize("scheme", ["ei", "ckks", "bfv"])
+def test_real_service_prediction(scheme: str, azurite, real_service, digit: np.ndarray) -> None:
     with np.load(MODEL_PATH) as model:
         coef, intercept = model["coef"], model["intercept"]
     settings = AppSettings(
         blob_connection_string=azurite.connection_string, scoring_url=real_service.url, scoring_timeout_s=300
     )
-    with EncryptedSession.start(settings) as session:
+    with EncryptedSession.start(settings, scheme=scheme) as session:
         assert session._scorer.is_healthy()
+        assert session.scheme["name"] == scheme
         first, *later = (session.predict(digit) for _ in range(3))
-    expected = coef @ digit.astype(np.float64) + intercept
+    pixels = digit.astype(np.float64)
+    if scheme == "bfv":  # bfv computes on pixels quantised to 0..255
+        pixels = np.rint(pixels * 255) / 255
+    expected = coef @ pixels + intercept
     for prediction in (first, *later):
         np.testing.assert_allclose(prediction.scores, expected, atol=1e-3)
     assert first.label == int(np.argmax(expected))

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 from service.errors import RequestRejected
+from service.schemes.base import Evaluation, KeyCache
 
 log = logging.getLogger("encrypted_mnist.service")
 
@@ -32,48 +32,9 @@ _READY_TIMEOUT_S = 120.0
 _EVALUATE_TIMEOUT_S = 300.0
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """What one evaluation did: results, and whether the keys came from the cache."""
-
-    results: list[bytes]
-    cache_hit: bool
-    key_bytes: int
-    """Size of the key blob in storage."""
-    key_fetch_s: float
-    compute_s: float
-
-
-class KeyCache:
-    """Byte-bounded LRU map from cache key to (value, size in memory)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
-        self.total_bytes = 0
-
-    def get(self, key: Hashable) -> tuple[object, int] | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: Hashable, value: object, size: int) -> None:
-        if key in self._entries:
-            self.total_bytes -= self._entries.pop(key)[1]
-        self._entries[key] = (value, size)
-        self.total_bytes += size
-        while self.total_bytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.total_bytes -= evicted
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 def _child_loop(conn_in: Connection, conn_out: Connection) -> None:
     """The child's loop: ("eval", cache_key, ciphertexts, keys or None) → reply tuple."""
-    from service.ei_native import EiNativeEvaluator, to_native_buffer
+    from service.schemes.ei_native import EiNativeEvaluator, to_native_buffer
 
     coef, intercept, threads, cache_bytes = conn_in.recv()
     evaluator = EiNativeEvaluator(coef, intercept, threads)
@@ -104,7 +65,12 @@ def _child_loop(conn_in: Connection, conn_out: Connection) -> None:
 
 
 def child_entry(read_fd: int, write_fd: int) -> None:
-    """Entry point of the child process (started by IsolatedEvaluator with two pipe ends)."""
+    """Entry point of the child process (started by IsolatedEvaluator with two pipe ends).
+
+    Ctrl-C in a terminal reaches the whole process group; the parent decides when the child stops
+    (it closes the pipe), so the child ignores SIGINT instead of printing a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _child_loop(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
 
 
@@ -124,9 +90,9 @@ class IsolatedEvaluator:
         """Start the child as a fresh interpreter (no fork of a threaded server, no __main__ re-import)."""
         to_child_read, to_child_write = os.pipe()
         from_child_read, from_child_write = os.pipe()
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the folder that holds service/
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-        code = f"from service.isolated_evaluator import child_entry; child_entry({to_child_read}, {from_child_write})"
+        code = f"from service.schemes.ei_isolated import child_entry; child_entry({to_child_read}, {from_child_write})"
         self._process = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(to_child_read, from_child_write), env=env, cwd=root,
             stdin=subprocess.DEVNULL,

@@ -7,11 +7,11 @@ from importlib import resources
 
 import numpy as np
 
-from service.contract import decode_base64
 from service.errors import RequestRejected
-from service.isolated_evaluator import Evaluation, IsolatedEvaluator
 from service.key_source import KeyReference
-from service.seal_format import COMPR_NONE, COMPR_ZLIB, SealFormatError, check_objects
+from service.schemes.base import Evaluation
+from service.schemes.ei_isolated import IsolatedEvaluator
+from service.schemes.seal3_format import COMPR_NONE, COMPR_ZLIB, SealFormatError, check_objects
 
 SEAL_VERSION = (3, 5)
 KEY_OBJECTS = 2  # Galois keys, then relinearization keys, as get_public_keys() writes them
@@ -50,16 +50,16 @@ class EiScheme:
     def wait_ready(self) -> None:
         self._evaluator.wait_ready()
 
-    def decode_ciphertexts(self, ciphertexts: list[str]) -> bytes:
+    def decode_ciphertexts(self, ciphertexts: list[bytes]) -> bytes:
         """The request's ciphertexts, checked and concatenated as the native call wants them."""
         if len(ciphertexts) != self.ciphertext_count:
             raise RequestRejected(
                 400, "bad_request", f"The ei scheme takes {self.ciphertext_count} ciphertext(s) for 784 pixels."
             )
         checked = []
-        for text in ciphertexts:
+        for data in ciphertexts:
             try:
-                checked.append(check_objects(decode_base64(text), 1, SEAL_VERSION, (COMPR_NONE, COMPR_ZLIB)))
+                checked.append(check_objects(data, 1, SEAL_VERSION, (COMPR_NONE, COMPR_ZLIB)))
             except SealFormatError as error:
                 raise RequestRejected(422, "ciphertext_invalid", f"Not an ei ciphertext: {error}.") from None
         return b"".join(checked)
@@ -68,7 +68,7 @@ class EiScheme:
     def check_key_blob(data: bytes) -> bytes:
         """The key blob must be the two SEAL 3.5 objects that get_public_keys() writes.
 
-        Returns them uncompressed, the form the native code loads fastest (see seal_format).
+        Returns them uncompressed, the form the native code loads fastest (see seal3_format).
         """
         try:
             return check_objects(data, KEY_OBJECTS, SEAL_VERSION, (COMPR_NONE, COMPR_ZLIB))

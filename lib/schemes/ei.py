@@ -233,6 +233,9 @@ def _check_result(raw: bytes, layout: _Layout) -> bytes:
 class EiClient:
     """Key owner for one app session: keygen, public_material, encrypt, decrypt."""
 
+    name = SCHEME_NAME
+    result_count = 10  # one result ciphertext per class
+
     def __init__(self, n_features: int = N_FEATURES) -> None:
         # verbose stays False: the package prints the secret key when verbose.
         self._client = EILinearRegressionClient(verbose=False)
@@ -359,7 +362,7 @@ def _native_layout(client: EiClient) -> _Layout:
         parms_id, _, _, probe_n, probe_moduli, _ = _MEMBERS.unpack_from(body)
         if levels.get(parms_id) != len(moduli) - 1 or probe_n != n or probe_moduli != len(moduli) - 1:
             raise RuntimeError(
-                "encrypted-inference's ciphertexts do not match the parameters lib/ei_scheme.py derives; "
+                "encrypted-inference's ciphertexts do not match the parameters lib/schemes/ei.py derives; "
                 "the installed package is not the one this code was written for"
             )
         _layout = _Layout(version=(major, minor), poly_modulus_degree=n, moduli=moduli, levels=levels)

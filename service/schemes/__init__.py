@@ -1,0 +1,27 @@
+"""The schemes this service runs, by name: ``ei`` (the seed's), ``ckks`` and ``bfv`` (SEAL 4).
+
+Every scheme implements the server half of the scheme interface (service/schemes/base.py);
+docs/contract.md describes each one's parameters, layout and public material.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from service.schemes.base import ServerScheme
+from service.schemes.bfv import BfvScheme
+from service.schemes.ckks import CkksScheme
+from service.schemes.ei import EiScheme
+from service.settings import ServiceSettings
+
+__all__ = ["ServerScheme", "build_schemes"]
+
+
+def build_schemes(coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings) -> dict[str, ServerScheme]:
+    """One instance of every scheme for this worker, sharing the key-cache budget."""
+    share = settings.key_cache_bytes // 2
+    schemes: list[ServerScheme] = [
+        EiScheme(coef, intercept, settings.compute_threads, share),
+        CkksScheme(coef, intercept, share // 2),
+        BfvScheme(coef, intercept, share // 2),
+    ]
+    return {scheme.name: scheme for scheme in schemes}
