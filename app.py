@@ -10,9 +10,18 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from lib.app_state import AppState, Classified, DigitInput, gallery, pick_gallery_index
+from lib.app_state import (
+    AppState,
+    Classified,
+    DigitInput,
+    error_source,
+    gallery,
+    pick_gallery_index,
+    scheme_title,
+)
 from lib.display import ciphertext_hex, human_bytes, human_seconds, softmax, upscale, waterfall_rows
 from lib.errors import DemoError, InvalidInput
+from lib.schemes import SCHEME_INFO
 from ui import charts
 from ui.state import key_progress, page_setup
 
@@ -146,6 +155,7 @@ def _big_prediction(result: Classified) -> None:
     lines.append(
         f"**{human_seconds(prediction.total_s)}** end to end · server key cache **{prediction.key_cache}**"
     )
+    lines.append(f"Encrypted with **{scheme_title(result.scheme)}**")
     facts.markdown("  \n".join(lines))
 
 
@@ -168,7 +178,8 @@ def _reference(result: Classified) -> None:
         error.metric(
             "Max absolute error",
             f"{check.max_abs_error:.1e}",
-            help="Largest difference between the 10 decrypted scores and the plaintext scores (CKKS noise).",
+            help="Largest difference between the 10 decrypted scores and the plaintext scores "
+            f"({error_source(result.scheme)}).",
         )
 
 
@@ -176,7 +187,12 @@ def _costs(result: Classified) -> None:
     prediction = result.prediction
     sizes = prediction.sizes
     server_compute = sum(s.seconds for s in prediction.stages if s.name == "compute")
+    info = SCHEME_INFO.get(result.scheme)
+    public_material = info.public_material if info is not None else "the public keys"
     st.subheader("3 · What it cost")
+    st.caption(
+        f"With {scheme_title(result.scheme)}. Compare the schemes side by side on the **Schemes** page."
+    )
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Ciphertext sent",
@@ -187,12 +203,13 @@ def _costs(result: Classified) -> None:
     c2.metric(
         "Public keys uploaded",
         human_bytes(sizes["key_bytes"]),
-        help="Once per session, to blob storage; requests only carry a read-only link to them.",
+        help=f"Once per session, to blob storage: {public_material}. Requests only carry a read-only link "
+        "to them.",
     )
     c3.metric(
         "Response",
         human_bytes(sizes["response_bytes"]),
-        help=f"10 encrypted scores ({human_bytes(sizes['result_bytes'])} of ciphertext), base64 in JSON.",
+        help=f"The 10 scores, encrypted ({human_bytes(sizes['result_bytes'])} of ciphertext), base64 in JSON.",
     )
     c4.metric(
         "Latency",
@@ -201,7 +218,7 @@ def _costs(result: Classified) -> None:
     )
     c1.caption(f"request body {human_bytes(sizes['request_bytes'])}")
     c2.caption("once per session")
-    c3.caption("10 encrypted scores")
+    c3.caption("the 10 scores, encrypted")
     c4.caption(f"server compute {human_seconds(server_compute)}")
 
     waterfall, seen = st.columns([5, 4], gap="large")
@@ -232,11 +249,12 @@ def _costs(result: Classified) -> None:
 def classify_page() -> None:
     """The main page."""
     state = page_setup("Classify a digit")
+    info = SCHEME_INFO[state.scheme]
     st.title(":material/lock: Encrypted MNIST inference")
     st.caption(
-        "Your digit is encrypted here with this session's Microsoft SEAL (CKKS) key. The scoring service "
-        "classifies the ciphertext without being able to read the digit or the result; only this app can "
-        "decrypt the 10 scores."
+        f"Your digit is encrypted here with this session's **{info.title}** key ({info.library}; choose the "
+        "scheme in the sidebar). The scoring service classifies the ciphertext without being able to read "
+        "the digit or the result; only this app can decrypt the 10 scores."
     )
     left, right = st.columns(2, gap="large")
     with left:
@@ -289,6 +307,7 @@ navigation = st.navigation(
         st.Page(
             "pages/3_What_the_server_sees.py", title="What the server sees", icon=":material/visibility:"
         ),
+        st.Page("pages/4_Schemes.py", title="Schemes", icon=":material/compare_arrows:"),
     ]
 )
 navigation.run()

@@ -74,6 +74,8 @@ class AccuracyRun:
     items: list[AccuracyItem] = field(default_factory=list)
     stopped: bool = False
     errors: list[str] = field(default_factory=list)
+    scheme: str | None = None
+    """The scheme of the run's first digit; a run never mixes schemes."""
 
     @classmethod
     def plan(cls, labels: np.ndarray, n: int, seed: int | None = None) -> AccuracyRun:
@@ -108,6 +110,15 @@ class AccuracyRun:
         """Evaluate the next digit (encrypted, and in plaintext for agreement); None if done."""
         index = self.next_index()
         if index is None:
+            return None
+        scheme = getattr(session, "scheme_name", None)
+        if self.scheme is None:
+            self.scheme = scheme
+        elif scheme != self.scheme:
+            self.errors.append(
+                f"The scheme changed from {self.scheme} to {scheme} during the run, so it stopped here: "
+                f"press Start for a new run with {scheme}."
+            )
             return None
         pixels = images[index]
         prediction = session.predict(pixels)

@@ -5,7 +5,8 @@ here is plain Python so it can be tested without Streamlit:
 
 - ``SessionKey`` makes the session's key pair and uploads its public keys on a background thread
   as soon as the session starts, reporting progress, so the first prediction does not sit for two
-  seconds without feedback. It also rotates the key ("new key") the same way.
+  seconds without feedback. It also rotates the key ("new key") and switches to another HE scheme
+  (a new session of that scheme, then the old key blob is deleted) the same way.
 - ``check_health`` asks blob storage and the scoring service whether they answer (about two
   seconds at most, both at once). ``AppState.refresh`` runs it on every rerun and, if key setup
   failed because storage was down, starts it again once storage answers.
@@ -33,11 +34,16 @@ from lib.errors import DemoError, InvalidInput, StorageUnavailable
 from lib.gallery import load_gallery
 from lib.preprocess import EMPTY_MESSAGE, to_mnist
 from lib.reference import ReferenceCheck, ReferenceUnavailable, load_reference_model, reference_check
+from lib.schemes import DEFAULT_SCHEME, SCHEME_INFO, SCHEME_NAMES
+from lib.schemes.bfv import bfv_descriptor
+from lib.schemes.ckks import ckks_descriptor
+from lib.schemes.ei import ei_descriptor
 from lib.scoring_client import ScoringClient
 from lib.session import EncryptedSession, Prediction
 from lib.settings import AppSettings
 
 __all__ = [
+    "HE_STANDARD_MAX_BITS_128",
     "START_STACK",
     "AppState",
     "Classified",
@@ -46,14 +52,18 @@ __all__ = [
     "KeyStatus",
     "SessionKey",
     "check_health",
+    "error_source",
     "gallery",
     "pick_gallery_index",
+    "scheme_descriptor",
+    "scheme_title",
+    "security_summary",
 ]
 
 log = logging.getLogger("encrypted_mnist.app")
 
 Progress = Callable[[str, float], None]
-Starter = Callable[[AppSettings, Progress], EncryptedSession]
+Starter = Callable[[AppSettings, Progress, str], EncryptedSession]  # settings, progress, scheme name
 
 START_STACK = (
     "`.venv/bin/python -m scripts.local_stack up` (or run the whole demo with `scripts/run_demo.sh`)"
@@ -112,7 +122,61 @@ def check_health(store: PublicKeyStore, scorer: ScoringClient) -> Health:
 
 # --- the session key ---------------------------------------------------------------------------
 
-KeyPhase = Literal["starting", "ready", "rotating", "failed"]
+KeyPhase = Literal["starting", "ready", "rotating", "switching", "failed"]
+
+
+def scheme_title(name: str) -> str:
+    """The scheme's display name, e.g. "ckks: SEAL 4 CKKS"; the bare name for an unknown scheme."""
+    info = SCHEME_INFO.get(name)
+    return info.title if info is not None else name
+
+
+def error_source(name: str) -> str:
+    """Where a scheme's difference from the plaintext scores comes from, for help texts."""
+    if name == "bfv":
+        return "BFV computes on integers: the pixels and weights are rounded to fixed point"
+    if name in ("ei", "ckks"):
+        return "CKKS computes on approximate numbers: tiny noise"
+    return "encryption noise and rounding"
+
+
+# The Homomorphic Encryption Standard's largest coefficient modulus (bits) for 128-bit classical
+# security, per polynomial modulus degree N; SEAL refuses larger moduli at context creation.
+HE_STANDARD_MAX_BITS_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+
+def scheme_descriptor(name: str) -> dict[str, Any]:
+    """The scheme's {name, version, params} as its client sends them, without making a key."""
+    if name == "ei":
+        return ei_descriptor()
+    if name == "ckks":
+        return ckks_descriptor()
+    if name == "bfv":
+        return bfv_descriptor()
+    raise InvalidInput(f"There is no scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}.")
+
+
+def security_summary(name: str) -> str:
+    """One markdown sentence: N, the coefficient modulus, and why that is 128-bit security."""
+    params = scheme_descriptor(name)["params"]
+    n = int(params["poly_modulus_degree"])
+    bits = [int(b) for b in params["coeff_modulus_bits"]]
+    bound = HE_STANDARD_MAX_BITS_128.get(n)
+    within = (
+        f"within the **128-bit security** bound of the Homomorphic Encryption Standard (at most {bound} bits "
+        f"for N = {n:,})"
+        if bound is not None
+        else "at **128-bit security**"
+    )
+    return (
+        f"Polynomial modulus degree **N = {n:,}** and a **{sum(bits)}-bit** coefficient modulus "
+        f"({' + '.join(str(b) for b in bits)} bits): {within}. SEAL enforces it: it refuses to create a "
+        "context with parameters below 128-bit security."
+    )
+
+
+def _start_session(settings: AppSettings, progress: Progress, scheme: str) -> EncryptedSession:
+    return EncryptedSession.start(settings, progress, scheme=scheme)
 
 
 @dataclass(frozen=True)
@@ -130,11 +194,14 @@ class KeyStatus:
     notice: str = ""  # a problem that left the current key working, e.g. a failed rotation
     failed_on_storage: bool = False
     elapsed_s: float = 0.0  # since the key started being made (while busy)
+    scheme: str = ""  # the scheme of the current key ("" before the first key)
+    target_scheme: str = ""  # the scheme chosen: the current key's, or the one being switched to
+    scheme_descriptor: dict[str, Any] = field(default_factory=dict)  # {name, version, params}
 
     @property
     def busy(self) -> bool:
-        """A key is being made (first key or a new one)."""
-        return self.phase in ("starting", "rotating")
+        """A key is being made (first key, a new one, or one for another scheme)."""
+        return self.phase in ("starting", "rotating", "switching")
 
     @property
     def usable(self) -> bool:
@@ -155,11 +222,18 @@ def _close_quietly(box: dict[str, EncryptedSession | None]) -> None:
 
 
 class SessionKey:
-    """This browser session's ``EncryptedSession``, made and rotated on a background thread."""
+    """This browser session's ``EncryptedSession``, made, rotated and switched on a background thread.
 
-    def __init__(self, settings: AppSettings, starter: Starter | None = None) -> None:
+    ``use_scheme`` chooses the scheme. If a key is being made when it is called, the choice is
+    followed as soon as that is done, so quick changes of mind end on the last scheme chosen.
+    """
+
+    def __init__(
+        self, settings: AppSettings, starter: Starter | None = None, scheme: str = DEFAULT_SCHEME
+    ) -> None:
         self.settings = settings
-        self._starter: Starter = starter or (lambda s, progress: EncryptedSession.start(s, progress))
+        self._starter: Starter = starter or _start_session
+        self._target = scheme
         self._lock = threading.Lock()
         self._box: dict[str, EncryptedSession | None] = {"session": None}
         self._thread: threading.Thread | None = None
@@ -180,12 +254,19 @@ class SessionKey:
         """``start`` has been called at least once."""
         return self._started
 
+    @property
+    def scheme(self) -> str:
+        """The scheme chosen (the current key's, or the one a key is being made for)."""
+        with self._lock:
+            return self._target
+
     def _progress(self, message: str, fraction: float) -> None:
         with self._lock:
             self._message = message
             self._fraction = min(max(float(fraction), 0.0), 1.0)
 
     def _spawn(self, target: Callable[[], None], phase: KeyPhase, message: str) -> None:
+        """Run ``target`` on a new thread in ``phase``; the caller holds the lock."""
         self._phase, self._message, self._fraction = phase, message, 0.0
         self._busy_since = time.monotonic()
         self._thread = threading.Thread(target=target, name=f"session-key-{phase}", daemon=True)
@@ -209,12 +290,42 @@ class SessionKey:
             self._notice = ""
             self._spawn(self._run_rotate, "rotating", "Starting")
 
+    def use_scheme(self, scheme: str) -> None:
+        """Choose the scheme: a key for it is made in the background (now, or once the key being
+        made is done); the old key's public-key blob is deleted once the new key is up."""
+        with self._lock:
+            if self._closed:
+                return
+            self._target = scheme
+            if self._thread_alive() or not self._started:
+                return  # the running worker follows the choice when it is done; or ``start`` will
+            if self._phase == "failed":
+                self._notice = ""
+                self._failed_on_storage = False
+                self._spawn(self._run_start, "starting", "Starting")
+            else:
+                self._follow_target_locked()
+
+    def _current_scheme_locked(self) -> str:
+        session = self._box["session"]
+        return session.scheme_name if session is not None else ""
+
+    def _follow_target_locked(self) -> None:
+        """If the chosen scheme is not the current key's, start switching (the caller holds the lock)."""
+        if self._closed or self._phase != "ready" or self._box["session"] is None:
+            return
+        if self._current_scheme_locked() != self._target:
+            scheme = self._target
+            self._spawn(lambda: self._run_switch(scheme), "switching", f"Switching to {scheme_title(scheme)}")
+
     def _thread_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _run_start(self) -> None:
+        with self._lock:
+            scheme = self._target
         try:
-            session = self._starter(self.settings, self._progress)
+            session = self._starter(self.settings, self._progress, scheme)
         except DemoError as exc:
             self._fail(exc.message, isinstance(exc, StorageUnavailable))
             return
@@ -232,8 +343,59 @@ class SessionKey:
                 closed_early = False
                 self._box["session"] = session
                 self._phase, self._message, self._fraction = "ready", "Ready", 1.0
+                self._follow_target_locked()  # the scheme was changed while this key was made
         if closed_early:
             _close_quietly({"session": session})
+
+    def _run_switch(self, scheme: str) -> None:
+        """Make a session of ``scheme``; once it is up, use it and close the old one (deleting its blob)."""
+        old = self._box["session"]
+        assert old is not None
+        old_title = scheme_title(old.scheme_name)
+        try:
+            session = self._starter(self.settings, self._progress, scheme)
+        except DemoError as exc:
+            problem = exc.message
+        except Exception as exc:
+            log.exception("switching the scheme failed")
+            problem = f"the switch failed unexpectedly ({type(exc).__name__}); see the app's log."
+        else:
+            problem = ""
+        if problem:
+            with self._lock:
+                self._notice = (
+                    f"Still using {old_title}: could not switch to {scheme_title(scheme)}: {problem}"
+                )
+                if self._target == scheme:
+                    self._target = old.scheme_name  # the choice shown goes back to what is in use
+                self._phase, self._message, self._fraction = "ready", "Ready", 1.0
+                self._follow_target_locked()
+            return
+        with self._lock:
+            closed_early = self._closed
+            if not closed_early:
+                self._box["session"] = session
+        if closed_early:
+            _close_quietly({"session": session})
+            return
+        notice = ""
+        try:
+            old.close()  # deletes the old public-key blob
+        except DemoError as exc:
+            notice = (
+                f"Now using {scheme_title(scheme)}, but the old public-key blob could not be deleted: "
+                f"{exc.message}"
+            )
+        except Exception as exc:
+            log.exception("deleting the old key blob failed")
+            notice = (
+                f"Now using {scheme_title(scheme)}, but the old public-key blob could not be deleted "
+                f"({type(exc).__name__}); see the app's log."
+            )
+        with self._lock:
+            self._notice = notice
+            self._phase, self._message, self._fraction = "ready", "Ready", 1.0
+            self._follow_target_locked()
 
     def _run_rotate(self) -> None:
         session = self._box["session"]
@@ -258,6 +420,7 @@ class SessionKey:
         with self._lock:
             self._notice = notice
             self._phase, self._message, self._fraction = "ready", "Ready", 1.0
+            self._follow_target_locked()
 
     def _fail(self, message: str, storage: bool) -> None:
         with self._lock:
@@ -276,6 +439,8 @@ class SessionKey:
                     "key_blob_url": session.key_blob_url,
                     "sas_expires_at": session.sas_expires_at,
                     "setup_timings_s": dict(session.setup_timings_s),
+                    "scheme": session.scheme_name,
+                    "scheme_descriptor": dict(session.scheme),
                 }
             return KeyStatus(
                 phase=self._phase,
@@ -284,8 +449,9 @@ class SessionKey:
                 notice=self._notice,
                 failed_on_storage=self._failed_on_storage,
                 elapsed_s=time.monotonic() - self._busy_since
-                if self._phase in ("starting", "rotating")
+                if self._phase in ("starting", "rotating", "switching")
                 else 0.0,
+                target_scheme=self._target,
                 **details,
             )
 
@@ -379,6 +545,7 @@ class Classified:
 
     digit: DigitInput
     prediction: Prediction
+    scheme: str  # the scheme's name, e.g. "bfv"
     key_id: str
     key_blob_url: str
     setup_timings_s: dict[str, float]
@@ -399,11 +566,13 @@ class Classified:
 class AppState:
     """Settings, probes, the session key and the last result of one browser session."""
 
-    def __init__(self, settings: AppSettings, starter: Starter | None = None) -> None:
+    def __init__(
+        self, settings: AppSettings, starter: Starter | None = None, scheme: str = DEFAULT_SCHEME
+    ) -> None:
         self.settings = settings
         self._store = PublicKeyStore(settings.blob_connection_string, settings.blob_container)
         self._scorer = ScoringClient(settings.scoring_url, settings.scoring_timeout_s)
-        self.key = SessionKey(settings, starter)
+        self.key = SessionKey(settings, starter, scheme)
         self.health: Health | None = None
         self.last: Classified | None = None
         self.rng = np.random.default_rng()
@@ -420,6 +589,17 @@ class AppState:
     def storage_endpoint(self) -> str:
         """Where the public keys go (no credentials)."""
         return self._store.endpoint
+
+    @property
+    def scheme(self) -> str:
+        """The HE scheme chosen for this session (its key may still be being made)."""
+        return self.key.scheme
+
+    def use_scheme(self, scheme: str) -> None:
+        """Switch this session to ``scheme`` (a new key in the background); InvalidInput if unknown."""
+        if scheme not in SCHEME_NAMES:
+            raise InvalidInput(f"There is no scheme {scheme!r}; choose one of {', '.join(SCHEME_NAMES)}.")
+        self.key.use_scheme(scheme)
 
     def refresh(self, max_age_s: float = 0.0) -> Health:
         """Probe the services (unless probed less than ``max_age_s`` ago); start the key (again)
@@ -458,6 +638,7 @@ class AppState:
         if (
             last is not None
             and time.monotonic() - self._last_done < debounce_s
+            and last.scheme == self.scheme
             and np.array_equal(last.digit.pixels, digit.pixels)
         ):
             return last
@@ -473,6 +654,7 @@ class AppState:
         result = Classified(
             digit=digit,
             prediction=prediction,
+            scheme=session.scheme_name,
             key_id=session.key_id,
             key_blob_url=session.key_blob_url,
             setup_timings_s=dict(status.setup_timings_s or session.setup_timings_s),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.ei_scheme import ei_descriptor
+from lib.app_state import error_source, security_summary
+from lib.display import human_bytes
+from lib.schemes import SCHEME_INFO
 from ui.state import page_setup
 
-page_setup("How it works")
-params = ei_descriptor()["params"]
-total_bits = sum(params["coeff_modulus_bits"])
+state = page_setup("How it works")
+info = SCHEME_INFO[state.scheme]
+status = state.key.status()
+key_size = f" ({human_bytes(status.key_bytes)})" if status.key_bytes and status.scheme == state.scheme else ""
 
 st.title(":material/schema: How it works")
 st.caption(
@@ -28,7 +31,7 @@ digraph {
     style="rounded,dashed"; fontname="Helvetica"; fontsize=12; margin=14;
     keygen [label="Key pair\\nmade once per session"];
     draw [label="Your digit\\n28×28 pixels"];
-    encrypt [label="Encrypt\\n(CKKS)"];
+    encrypt [label="Encrypt\\n(SCHEME)"];
     decrypt [label="Decrypt\\n10 scores → digit", color="#81c784"];
   }
   subgraph cluster_cloud {
@@ -41,7 +44,7 @@ digraph {
   { rank=same; encrypt; decrypt; }
   { rank=same; blob; service; }
 
-  keygen -> blob [label="1 · public keys, once (~9 MB)", color="#81c784"];
+  keygen -> blob [label="1 · public keys, onceKEY_SIZE", color="#81c784"];
   draw -> encrypt;
   keygen -> encrypt [style=dotted, label="public key"];
   keygen -> decrypt [style=dotted, label="secret key: never leaves"];
@@ -49,7 +52,7 @@ digraph {
   blob -> service [label="3 · fetch keys (cached)", constraint=false];
   service -> decrypt [label="4 · encrypted scores", color="#4fc3f7"];
 }
-"""
+""".replace("SCHEME", state.scheme).replace("KEY_SIZE", key_size)
 st.graphviz_chart(FLOW, width="stretch")
 
 st.header("Who holds what")
@@ -74,9 +77,11 @@ with service:
 with storage:
     st.subheader(":orange[:material/database:] Blob storage")
     st.markdown(
-        "- Holds the **public keys only** (encryption and evaluation keys), one blob per session key.\n"
+        f"- Holds the **public keys only**, one blob per session key. With {info.title}: "
+        f"{info.public_material}.\n"
         "- Public keys let anyone encrypt and compute on ciphertexts, but **not decrypt**.\n"
-        "- The blob is deleted when you press **New key** in the sidebar, or when the session ends."
+        "- The blob is deleted when you press **New key** or switch the scheme in the sidebar, or when the "
+        "session ends."
     )
 
 st.header("Why a SAS, not the account key")
@@ -93,11 +98,8 @@ st.markdown(
 
 st.header("How strong is the encryption")
 st.markdown(
-    f"The scheme is **CKKS** from Microsoft SEAL (through `encrypted-inference` 0.9), with polynomial modulus "
-    f"degree **N = {params['poly_modulus_degree']:,}** and a **{total_bits}-bit** coefficient modulus "
-    f"({' + '.join(str(b) for b in params['coeff_modulus_bits'])} bits), scale 2^{params['scale_bits']}. "
-    f"That is within the **128-bit security** bound of the Homomorphic Encryption Standard (at most 218 bits "
-    f"for N = 8192), and SEAL enforces it: it refuses to create a context with parameters below 128-bit "
-    f"security. CKKS computes on approximate numbers, so the decrypted scores differ from the plaintext ones "
-    f"by tiny noise (about 10⁻⁶), which the main page's reference check shows."
+    f"This session uses **{info.title}** ({info.library}). {info.summary}\n\n"
+    f"{security_summary(state.scheme)} The decrypted scores differ from the plaintext ones only a little "
+    f"({error_source(state.scheme)}), which the main page's reference check shows.\n\n"
+    "Switch the scheme in the sidebar; the **Schemes** page compares all three on the same digits."
 )

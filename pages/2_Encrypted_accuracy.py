@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from lib.accuracy import AccuracyRun
-from lib.app_state import gallery
+from lib.app_state import error_source, gallery, scheme_title
+from lib.comparison import estimate_seconds
 from lib.display import human_seconds, upscale
 from lib.errors import DemoError
 from lib.reference import ReferenceUnavailable, load_reference_model
@@ -14,7 +15,6 @@ from ui import charts
 from ui.state import key_progress, page_setup
 
 RUN = "accuracy_run"
-PER_DIGIT_S = 1.5  # rough end-to-end time of one encrypted prediction, for the estimate
 
 state = page_setup("Encrypted accuracy")
 images, labels = gallery()
@@ -22,7 +22,8 @@ images, labels = gallery()
 st.title(":material/analytics: Encrypted accuracy")
 st.caption(
     f"Classify real MNIST digits that the model never trained on ({len(labels)} in the gallery, "
-    f"{len(labels) // 10} per label) through the full encrypted path, one request each, with this session's key. "
+    f"{len(labels) // 10} per label) through the full encrypted path, one request each, with this session's "
+    f"**{scheme_title(state.scheme)}** key (the sidebar's scheme). "
     "Agreement compares each encrypted prediction with the same model run in plaintext (demo and QA only): "
     "it should be 100%."
 )
@@ -80,9 +81,9 @@ resume.button(
     key="accuracy_resume",
 )
 per_digit = run.summary().latency_p50_s if run is not None and run.items else None
-if per_digit is None and state.last is not None:
+if per_digit is None and state.last is not None and state.last.scheme == state.scheme:
     per_digit = state.last.prediction.total_s
-estimate = int(n) * (per_digit or PER_DIGIT_S)
+estimate = int(n) * per_digit if per_digit else estimate_seconds(state.scheme, int(n))
 st.caption(
     f"Estimated time: about {estimate / 60:.0f} min for {int(n)} digits."
     if estimate >= 90
@@ -127,7 +128,8 @@ def _report() -> None:
         )
         if summary.max_abs_error is not None:
             st.caption(
-                f"Largest score difference from plaintext: {summary.max_abs_error:.1e} (CKKS noise). "
+                f"Largest score difference from plaintext: {summary.max_abs_error:.1e} "
+                f"({error_source(state.scheme)}). "
                 f"Slowest digit: {human_seconds(summary.latency_max_s or 0.0)}."
             )
 

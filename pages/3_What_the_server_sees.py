@@ -6,7 +6,9 @@ import json
 
 import streamlit as st
 
+from lib.app_state import scheme_title
 from lib.display import human_bytes, request_preview, sas_fields
+from lib.schemes import SCHEME_INFO
 from ui.state import page_setup
 
 state = page_setup("What the server sees")
@@ -25,6 +27,8 @@ if result is None:
     st.stop()
 
 body = result.prediction.request_body
+info = SCHEME_INFO.get(result.scheme)
+public_material = info.public_material if info is not None else "the public keys"
 sizes = result.prediction.sizes
 sas = sas_fields(body["keys"]["url"])
 
@@ -40,7 +44,7 @@ ciphertext.metric(
 response.metric(
     "Response",
     human_bytes(sizes["response_bytes"]),
-    help="10 encrypted scores, which only this app can decrypt",
+    help="The 10 scores, encrypted: only this app can decrypt them",
 )
 
 left, right = st.columns([3, 2], gap="large")
@@ -53,7 +57,7 @@ with left:
     st.code(json.dumps(request_preview(body), indent=2, ensure_ascii=False), language="json", wrap_lines=True)
 with right:
     st.subheader("The key it points to")
-    st.markdown(f"**Key id** `{result.key_id}`")
+    st.markdown(f"**Scheme** {scheme_title(result.scheme)}  \n**Key id** `{result.key_id}`")
     st.markdown("**Public-key blob** (URL without the SAS)")
     st.code(result.key_blob_url, language=None, wrap_lines=True)
     st.markdown(
@@ -66,13 +70,13 @@ with right:
 
 st.subheader("Why this reveals nothing")
 st.markdown(
-    "- **The ciphertext** is your 784 pixels encrypted with CKKS under this session's key. Without the secret "
-    "key it is indistinguishable from random bytes (the Ring-LWE problem, at 128-bit security): no pixel, "
-    "stroke or digit can be read from it.\n"
-    "- **The public keys** behind the link let the service compute on the ciphertext (they include rotation, "
-    "or Galois, keys) and let anyone encrypt, but they cannot decrypt. The secret key never left this app.\n"
-    "- **The result** the service sends back is 10 ciphertexts, encrypted under the same key: the service "
-    "computes the scores without ever seeing them, or which digit won.\n"
+    f"- **The ciphertext** is your 784 pixels encrypted with {scheme_title(result.scheme)} under this "
+    "session's key. Without the secret key it is indistinguishable from random bytes (the Ring-LWE problem, "
+    "at 128-bit security): no pixel, stroke or digit can be read from it.\n"
+    f"- **The public keys** behind the link ({public_material}) let the service compute on the ciphertext "
+    "and let anyone encrypt, but they cannot decrypt. The secret key never left this app.\n"
+    "- **The result** the service sends back is the 10 scores, encrypted under the same key: the service "
+    "computes them without ever seeing them, or which digit won.\n"
     "- **The SAS link** only grants reading that one public-key blob, until it expires. It is not the storage "
     "account key and cannot write or delete anything.\n"
     "- **What the service does learn**: that a request happened, when, and how big it was (about the same "

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from azure.storage.blob import ContainerClient
 from streamlit.testing.v1 import AppTest
 
 from lib.app_state import AppState, gallery
+from lib.display import human_bytes
 from lib.reference import REFERENCE_MODEL_FILE, load_reference_model
+from lib.schemes import DEFAULT_SCHEME, SCHEME_INFO
 from lib.settings import azurite_connection_string
 from scripts.local_stack import LocalStack, free_port
 
@@ -27,6 +30,7 @@ PAGES = {
     "pages/1_How_it_works.py": "How it works",
     "pages/2_Encrypted_accuracy.py": "Encrypted accuracy",
     "pages/3_What_the_server_sees.py": "What the server sees",
+    "pages/4_Schemes.py": "Schemes",
 }
 
 
@@ -119,6 +123,20 @@ def test_pages_render_with_services_down(monkeypatch: pytest.MonkeyPatch, page: 
         assert "128-bit security" in body and "SAS" in body
     if page.startswith("pages/3"):
         assert "No prediction yet" in body
+    if page.startswith("pages/4"):
+        assert all(info.public_material in body and info.title in body for info in SCHEME_INFO.values())
+        assert "Run comparison" in [b.label for b in app.button]
+
+
+def test_a_comparison_with_storage_down_says_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = start_app(monkeypatch, azurite_connection_string(free_port()), closed_port_url())
+    app.switch_page("pages/4_Schemes.py").run()
+    app.multiselect(key="cmp_schemes").set_value(["bfv"]).run()
+    app.number_input(key="cmp_n_bfv").set_value(2).run()
+    app.button(key="cmp_start").click().run()
+    assert not app.exception, app.exception
+    errors = " ".join(e.value for e in app.error)
+    assert "bfv" in errors and "stopped after 0 of 2 digits" in errors and "local_stack up" in errors, errors
 
 
 def test_scoring_service_down_says_what_to_do(monkeypatch: pytest.MonkeyPatch, azurite) -> None:
@@ -171,13 +189,16 @@ def test_pick_a_test_digit_shows_a_prediction(
 
     result = app_state(app).last
     assert result is not None and result.digit.true_label == 3
+    assert result.scheme == DEFAULT_SCHEME == result.prediction.request_body["scheme"]["name"]
     assert shown_prediction(app) == result.label
     body = texts(app)
-    assert "True label **3**" in body
+    assert "True label **3**" in body and f"Encrypted with **{SCHEME_INFO[DEFAULT_SCHEME].title}**" in body
     metrics = {m.label: m.value for m in app.metric}
-    assert re.fullmatch(r"1\d\d KB|2\d\d KB", metrics["Ciphertext sent"]), metrics
-    assert metrics["Public keys uploaded"].endswith("MB")
-    assert metrics["Response"].endswith("MB")
+    sizes = result.prediction.sizes
+    assert metrics["Ciphertext sent"] == human_bytes(sizes["ciphertext_bytes"]), metrics
+    assert metrics["Public keys uploaded"] == human_bytes(sizes["key_bytes"]), metrics
+    assert metrics["Response"] == human_bytes(sizes["response_bytes"]), metrics
+    assert all(re.fullmatch(r"\d+(\.\d+)? (KB|MB)", metrics[m]) for m in ("Ciphertext sent", "Response"))
     assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", metrics["Latency"]), metrics
     app.run()  # in a browser the sidebar's fragment triggers this rerun once the key is ready
     sidebar = texts(app)
@@ -230,3 +251,88 @@ def test_encrypted_accuracy_runs_and_reports(
         assert metrics["Agreement with plaintext"] == "100.0%"
     assert any("Done: 2 digits" in s.value for s in app.success)
     assert np.isfinite([i.total_s for i in run.items]).all()
+
+
+def blob_names(connection_string: str) -> set[str]:
+    """The public-key blobs in storage right now."""
+    with ContainerClient.from_connection_string(connection_string, "public-keys") as container:
+        return {blob.name for blob in container.list_blobs()}
+
+
+def test_switching_the_scheme_in_the_sidebar(
+    monkeypatch: pytest.MonkeyPatch, app_env: dict[str, str]
+) -> None:
+    app = start_app(monkeypatch, app_env["BLOB_CONNECTION_STRING"], app_env["SCORING_URL"])
+    wait_until(lambda: app_state(app).key.status().usable, 120, app)
+    old = app_state(app).key.status()
+    assert old.scheme == DEFAULT_SCHEME == app.radio(key="scheme_choice").value
+    assert old.key_id in blob_names(app_env["BLOB_CONNECTION_STRING"])
+
+    app.radio(key="scheme_choice").set_value("bfv").run()  # a new bfv key, made in the background
+    assert not app.exception, app.exception
+    bfv = SCHEME_INFO["bfv"]
+    assert app_state(app).scheme == "bfv"
+    body = texts(app)
+    assert bfv.public_material in body and bfv.security in body  # the sidebar says what goes where
+    assert bfv.title in app.caption[0].value  # the main page's text follows the choice at once
+    wait_until(lambda: app_state(app).key.status().usable, 120, app)
+    new = app_state(app).key.status()
+    assert new.scheme == "bfv" and new.key_id != old.key_id and not new.notice
+    names = blob_names(app_env["BLOB_CONNECTION_STRING"])
+    assert new.key_id in names and old.key_id not in names  # the old key's blob is deleted
+    app.run()
+    assert f"**Scheme** {bfv.title}" in texts(app) and f"public-keys/{new.key_id}" in texts(app)
+
+    app.segmented_control(key="mode").set_value(PICK).run()
+    app.pills(key="pick_label").set_value(0).run()
+    assert not app.exception, app.exception
+    result = app_state(app).last
+    assert result is not None and result.scheme == "bfv" and result.key_id == new.key_id
+    assert result.prediction.request_body["scheme"]["name"] == "bfv"
+    assert shown_prediction(app) == result.label
+    if REFERENCE_MODEL_FILE.is_file():
+        assert result.reference is not None and result.reference.agrees
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Public keys uploaded"] == human_bytes(new.key_bytes)
+
+    # The choice survives page switches; the other pages speak of the chosen scheme.
+    app.switch_page("pages/1_How_it_works.py").run()
+    assert not app.exception, app.exception
+    assert app.radio(key="scheme_choice").value == "bfv" and bfv.title in texts(app)
+    app.switch_page("pages/3_What_the_server_sees.py").run()
+    assert bfv.title in texts(app) and bfv.public_material in texts(app)
+    app.switch_page("app.py").run()
+    assert app.radio(key="scheme_choice").value == "bfv" and app_state(app).key.status().key_id == new.key_id
+    assert shown_prediction(app) == result.label
+    app_state(app).close()
+
+
+def test_schemes_page_compares_the_schemes(monkeypatch: pytest.MonkeyPatch, app_env: dict[str, str]) -> None:
+    app = start_app(monkeypatch, app_env["BLOB_CONNECTION_STRING"], app_env["SCORING_URL"])
+    wait_until(lambda: app_state(app).key.status().usable, 120, app)
+    sidebar_key = app_state(app).key.status().key_id
+    app.switch_page("pages/4_Schemes.py").run()
+    assert not app.exception, app.exception
+    assert app.multiselect(key="cmp_schemes").value == ["ei", "ckks", "bfv"]
+    assert app.number_input(key="cmp_n_ei").value == 5 and app.number_input(key="cmp_n_ckks").value == 100
+    app.number_input(key="cmp_n_ei").set_value(2).run()
+    app.number_input(key="cmp_n_ckks").set_value(3).run()
+    app.number_input(key="cmp_n_bfv").set_value(3).run()
+    blobs_before = blob_names(app_env["BLOB_CONNECTION_STRING"])
+    app.button(key="cmp_start").click().run()  # runs to the end, then reruns to show the results
+    assert not app.exception, app.exception
+
+    run = app.session_state["comparison_run"]
+    assert run.finished and [s.phase for s in run.schemes] == ["done"] * 3, [s.error for s in run.schemes]
+    assert any("Done: ei on 2, ckks on 3, bfv on 3 digits" in s.value for s in app.success)
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["ei", "ckks", "bfv", "ckks / ei", "bfv / ei"]
+    assert table.loc["Digits classified", "bfv"] == "3 of 3"
+    assert table.loc["Public keys in blob storage", "ei"].endswith("MB")
+    assert re.fullmatch(r"[\d,.]+× less", table.loc["Public keys in blob storage", "ckks / ei"])
+    assert re.fullmatch(r"[\d,.]+× (less|more)|1\.0× \(same\)", table.loc["Server time, key cache warm", "bfv / ei"])
+    assert len(app.get("vega_lite_chart")) >= 10  # a bar chart per metric, and every digit
+    # Its own sessions: the sidebar's key is untouched, and no comparison key blob is left behind.
+    assert app_state(app).key.status().key_id == sidebar_key
+    assert blob_names(app_env["BLOB_CONNECTION_STRING"]) == blobs_before and sidebar_key in blobs_before
+    app_state(app).close()

@@ -39,7 +39,9 @@ SAS_URL = (
 class FakeSession:
     """What SessionKey and AppState use of an EncryptedSession."""
 
-    def __init__(self, key_id: str = "key1") -> None:
+    def __init__(self, key_id: str = "key1", scheme: str = "ckks") -> None:
+        self.scheme_name = scheme
+        self.scheme = {"name": scheme, "version": "1", "params": {}}
         self.key_id = key_id
         self.key_bytes = 8_978_344
         self.key_blob_url = f"http://127.0.0.1:10000/devstoreaccount1/public-keys/{key_id}"
@@ -152,7 +154,7 @@ def test_reference_check(tmp_path: Path) -> None:
 def test_session_key_is_made_in_the_background_with_progress() -> None:
     release = threading.Event()
 
-    def starter(_settings, progress):
+    def starter(_settings, progress, _scheme):
         progress("Generating the key pair", 0.3)
         release.wait(5)
         return FakeSession()
@@ -172,7 +174,9 @@ def test_session_key_is_made_in_the_background_with_progress() -> None:
 
 
 def test_failed_setup_is_reported_and_rotation_failure_keeps_the_old_key() -> None:
-    key = SessionKey(settings(), lambda s, p: (_ for _ in ()).throw(StorageUnavailable("storage is down")))
+    key = SessionKey(
+        settings(), lambda s, p, scheme: (_ for _ in ()).throw(StorageUnavailable("storage is down"))
+    )
     key.start()
     wait_for(lambda: key.status().phase == "failed")
     assert key.status().failed_on_storage and key.status().message == "storage is down"
@@ -180,7 +184,7 @@ def test_failed_setup_is_reported_and_rotation_failure_keeps_the_old_key() -> No
         key.wait()
 
     fake = FakeSession()
-    key = SessionKey(settings(), lambda s, p: fake)
+    key = SessionKey(settings(), lambda s, p, scheme: fake)
     key.start()
     key.wait()
     key.rotate()
@@ -196,7 +200,7 @@ def test_app_state_retries_key_setup_once_storage_is_back(monkeypatch: pytest.Mo
     storage_up = {"ok": False}
     calls = {"n": 0}
 
-    def starter(_settings, _progress):
+    def starter(_settings, _progress, _scheme):
         calls["n"] += 1
         if not storage_up["ok"]:
             raise StorageUnavailable("storage is down")
@@ -220,7 +224,7 @@ def test_app_state_retries_key_setup_once_storage_is_back(monkeypatch: pytest.Mo
 
 def test_classify_runs_the_reference_check_and_debounces_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeSession()
-    state = AppState(settings(), lambda s, p: fake)
+    state = AppState(settings(), lambda s, p, scheme: fake)
     model = PlaintextModel(
         coef=np.tile(np.arange(10.0)[:, None], (1, 784)) / 784, intercept=np.zeros(10), path=Path("m")
     )
@@ -264,3 +268,115 @@ def test_accuracy_run_is_balanced_stoppable_and_summarised() -> None:
     assert summary.done == 4 and summary.agreement is None
     assert summary.accuracy == sum(labels[i] == 9 for i in run.indices) / 4
     assert summary.latency_p50_s == pytest.approx(1.1)
+
+
+def test_accuracy_run_stops_rather_than_mix_schemes() -> None:
+    labels = np.repeat(np.arange(10), 3)
+    images = np.ones((30, 784), dtype=np.float32)
+    run = AccuracyRun.plan(labels, 5, seed=2)
+    run.step(FakeSession(scheme="ckks"), images, labels, None)
+    assert run.scheme == "ckks"
+    assert run.step(FakeSession(scheme="bfv"), images, labels, None) is None
+    assert not run.active and len(run.items) == 1
+    assert "changed from ckks to bfv" in run.errors[0] and "press Start" in run.errors[0]
+
+
+# --- choosing the scheme -----------------------------------------------------------------------
+
+
+class SchemeStarter:
+    """A starter that makes FakeSessions of the scheme asked for; ``gate`` holds key setup back."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.made: list[FakeSession] = []
+        self.fail: dict[str, DemoError] = {}
+
+    def __call__(self, _settings, progress, scheme: str) -> FakeSession:
+        progress(f"Generating the {scheme} key pair", 0.4)
+        self.gate.wait(5)
+        if scheme in self.fail:
+            raise self.fail[scheme]
+        session = FakeSession(key_id=f"{scheme}-{len(self.made)}", scheme=scheme)
+        self.made.append(session)
+        return session
+
+
+def test_switching_the_scheme_makes_a_new_key_and_deletes_the_old_one() -> None:
+    starter = SchemeStarter()
+    state = AppState(settings(), starter, scheme="ckks")
+    state.key.start()
+    first = state.key.wait()
+    assert first.scheme_name == "ckks" and state.key.status().scheme == "ckks"
+
+    starter.gate.clear()
+    state.use_scheme("bfv")
+    status = state.key.status()
+    assert status.phase == "switching" and status.busy and status.target_scheme == "bfv"
+    assert status.scheme == "ckks"  # the current key still is the old one
+    assert state.scheme == "bfv"  # the choice is remembered at once
+    wait_for(lambda: state.key.status().message == "Generating the bfv key pair")
+    starter.gate.set()
+    session = state.key.wait()  # waits for the switch: a prediction now uses the chosen scheme
+    assert session.scheme_name == "bfv" and first.closed and not session.closed
+    status = state.key.status()
+    assert status.usable and status.scheme == "bfv" and status.key_id == session.key_id and not status.notice
+    assert status.scheme_descriptor["name"] == "bfv"
+    with pytest.raises(InvalidInput, match="no scheme 'nope'"):
+        state.use_scheme("nope")
+    state.close()
+    assert session.closed
+
+
+def test_a_scheme_chosen_while_a_key_is_made_is_followed_afterwards() -> None:
+    starter = SchemeStarter()
+    starter.gate.clear()
+    key = SessionKey(settings(), starter, scheme="ckks")
+    key.start()
+    wait_for(lambda: key.status().message == "Generating the ckks key pair")
+    key.use_scheme("ei")
+    key.use_scheme("bfv")  # changed their mind: only the last choice counts
+    starter.gate.set()
+    wait_for(lambda: key.status().usable and key.status().scheme == "bfv")
+    assert [s.scheme_name for s in starter.made] == ["ckks", "bfv"]
+    assert starter.made[0].closed
+    key.close()
+
+
+def test_a_failed_switch_keeps_the_old_key_and_says_so() -> None:
+    starter = SchemeStarter()
+    starter.fail["ei"] = StorageUnavailable("storage is down")
+    key = SessionKey(settings(), starter, scheme="ckks")
+    key.start()
+    old = key.wait()
+    key.use_scheme("ei")
+    wait_for(lambda: key.status().usable and key.status().notice != "")
+    status = key.status()
+    assert status.scheme == "ckks" and key.scheme == "ckks" and not old.closed  # the choice goes back
+    assert "Still using" in status.notice and "storage is down" in status.notice
+    key.close()
+
+
+def test_a_scheme_chosen_after_a_failed_start_starts_again_with_it() -> None:
+    starter = SchemeStarter()
+    starter.fail["ckks"] = StorageUnavailable("storage is down")
+    key = SessionKey(settings(), starter, scheme="ckks")
+    key.start()
+    wait_for(lambda: key.status().phase == "failed")
+    key.use_scheme("bfv")
+    wait_for(lambda: key.status().usable)
+    assert key.status().scheme == "bfv"
+    key.close()
+
+
+def test_classify_records_the_scheme_and_does_not_debounce_across_schemes() -> None:
+    starter = SchemeStarter()
+    state = AppState(settings(), starter, scheme="ckks")
+    digit = DigitInput(pixels=np.ones(784, dtype=np.float32), source="drawing")
+    first = state.classify(digit)
+    assert first.scheme == "ckks"
+    state.use_scheme("bfv")
+    second = state.classify(digit)  # the same pixels at once, but another scheme: a new prediction
+    assert second is not first and second.scheme == "bfv"
+    state.close()

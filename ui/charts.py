@@ -101,3 +101,87 @@ def latency_histogram(latencies_s: Sequence[float]) -> alt.Chart:
         )
         .properties(height=220)
     )
+
+
+SCHEME_COLORS = {"ei": SETUP, "ckks": ACCENT, "bfv": SERVER}
+
+
+def _scheme_scale(schemes: Sequence[str]) -> alt.Scale:
+    names = list(dict.fromkeys(schemes))
+    return alt.Scale(domain=names, range=[SCHEME_COLORS.get(name, MUTED) for name in names])
+
+
+_AXIS_LABELS = {  # Vega expressions for the value axis, by the metric's unit
+    "seconds": "datum.value < 1 ? format(datum.value * 1000, '~g') + ' ms' : format(datum.value, '~g') + ' s'",
+    "bytes": "format(datum.value, '~s') + 'B'",
+    "error": "format(datum.value, '.0e')",
+    "fraction": "format(datum.value, '.0%')",
+}
+
+
+def comparison_bars(points: Sequence[dict], title: str, unit: str, log_scale: bool) -> alt.LayerChart:
+    """One horizontal bar per scheme (``points``: scheme, value, label), labelled with value and ratio.
+
+    On a log scale the bars start at the axis' left end (a log axis has no 0) and the ticks are
+    powers of ten.
+    """
+    frame = pd.DataFrame(list(points), columns=["scheme", "value", "label"])
+    if log_scale:
+        frame = frame[frame["value"] > 0]  # a log axis cannot show 0
+    if len(frame) == 0:
+        frame = pd.DataFrame({"scheme": [], "value": [], "label": []})
+    x_max = float(frame["value"].max()) if len(frame) else 1.0
+    if log_scale:
+        low = 10.0 ** np.floor(np.log10(float(frame["value"].min()) if len(frame) else 0.1))
+        # Room on the right for the text labels: a log axis needs a multiplicative margin.
+        high = 10.0 ** np.ceil(np.log10(x_max * 300))
+        scale = alt.Scale(type="log", domain=[low, high], nice=False)
+        top = int(np.ceil(np.log10(x_max)))  # no ticks in the labels' margin
+        ticks = [10.0**e for e in range(int(np.log10(low)), top + 1)]
+        frame = frame.assign(start=low)
+    else:
+        scale = alt.Scale(domain=[0, max(x_max, 1.0 if unit == "fraction" else x_max) * 1.6])
+        ticks = [0.0, 0.5, 1.0] if unit == "fraction" else None
+        frame = frame.assign(start=0.0)
+    axis = alt.Axis(values=ticks, labelExpr=_AXIS_LABELS.get(unit, "datum.label"), grid=True, title=None)
+    base = alt.Chart(frame).encode(
+        y=alt.Y("scheme:N", title=None, sort=None, axis=alt.Axis(labelFontSize=13)),
+    )
+    bars = base.mark_bar(height=18, cornerRadius=2).encode(
+        x=alt.X("start:Q", scale=scale, axis=axis),
+        x2="value:Q",
+        color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"]), legend=None),
+        tooltip=[alt.Tooltip("scheme:N"), alt.Tooltip("label:N", title=title)],
+    )
+    text = base.mark_text(align="left", dx=4, fontSize=12, color="#e6e6e6").encode(
+        x="value:Q", text="label:N"
+    )
+    return (bars + text).properties(title=title, height=alt.Step(30))
+
+
+def latency_strip(rows: Sequence[dict]) -> alt.Chart:
+    """Every digit's end-to-end time per scheme (``rows``: scheme, seconds, cache), on a log axis."""
+    frame = pd.DataFrame(list(rows), columns=["scheme", "seconds", "cache"])
+    low = float(frame["seconds"].min()) if len(frame) else 0.01
+    high = float(frame["seconds"].max()) if len(frame) else 1.0
+    ticks = [
+        m * 10.0**e
+        for e in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+        for m in (1, 3)
+        if low / 3 <= m * 10.0**e <= high * 3
+    ]
+    axis = alt.Axis(values=ticks, labelExpr=_AXIS_LABELS["seconds"])
+    return (
+        alt.Chart(frame)
+        .mark_tick(thickness=2, size=22)
+        .encode(
+            x=alt.X(
+                "seconds:Q", title="end to end per digit (log scale)", scale=alt.Scale(type="log"), axis=axis
+            ),
+            y=alt.Y("scheme:N", title=None, sort=None, axis=alt.Axis(labelFontSize=13)),
+            color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"]), legend=None),
+            opacity=alt.condition(alt.datum.cache == "miss", alt.value(1.0), alt.value(0.55)),
+            tooltip=[alt.Tooltip("scheme:N"), alt.Tooltip("seconds:Q", format=".4f"), alt.Tooltip("cache:N")],
+        )
+        .properties(height=alt.Step(34))
+    )

@@ -13,11 +13,13 @@ from typing import Any
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from lib.app_state import START_STACK, AppState, Health, KeyStatus
+from lib.app_state import START_STACK, AppState, Health, KeyStatus, scheme_title
 from lib.display import human_bytes
-from lib.errors import SettingsError
+from lib.errors import DemoError, SettingsError
+from lib.schemes import SCHEME_INFO, SCHEME_NAMES
 
 _STATE = "app_state"
+SCHEME_CHOICE = "scheme_choice"  # the sidebar's scheme radio
 
 
 def _secrets() -> dict[str, Any] | None:
@@ -78,9 +80,17 @@ def _expires(at: datetime | None) -> str:
 def _key_panel(state: AppState, status: KeyStatus) -> None:
     st.markdown("#### Session key")
     if status.busy:
-        what = "Making a new key" if status.phase == "rotating" else "Making this session's key"
+        if status.phase == "switching":
+            what = f"Switching to {scheme_title(status.target_scheme)}"
+        elif status.phase == "rotating":
+            what = "Making a new key"
+        else:
+            what = f"Making this session's {scheme_title(status.target_scheme)} key"
         st.progress(max(status.fraction, 0.02), text=f"{what}: {status.message} … ({status.elapsed_s:.0f} s)")
-        st.caption("About 2 s, once per session. The secret key is made here and never leaves this app.")
+        st.caption(
+            "Once per session and per scheme (about 2 s for ei, well under a second for the SEAL 4 schemes). "
+            "The secret key is made here and never leaves this app."
+        )
     if status.phase == "failed":
         st.error(status.message, icon=":material/key_off:")
         if status.failed_on_storage:
@@ -90,6 +100,7 @@ def _key_panel(state: AppState, status: KeyStatus) -> None:
             st.rerun()
     if status.key_id:
         st.markdown(
+            f"**Scheme** {scheme_title(status.scheme)}  \n"
             f"**Key id** `{status.key_id}`  \n"
             f"**Public keys** {human_bytes(status.key_bytes)}, uploaded once  \n"
             f"**Read-only SAS expires** {_expires(status.sas_expires_at)}"
@@ -111,12 +122,48 @@ def _key_panel(state: AppState, status: KeyStatus) -> None:
         st.rerun()
 
 
-def sidebar(state: AppState, banner: Any) -> None:
-    """Services and session key in the sidebar, and the health ``banner`` on the page.
+def _choose_scheme() -> None:
+    """The radio's callback: switch the session to the chosen scheme (a new key in the background)."""
+    state: AppState = st.session_state[_STATE]
+    try:
+        state.use_scheme(st.session_state[SCHEME_CHOICE])
+    except DemoError as exc:
+        st.session_state[SCHEME_CHOICE] = state.scheme
+        st.toast(exc.message, icon=":material/error:")
 
-    A fragment draws both. While the key is being made, or a service is down, it reruns on its own
-    (not the whole page, so it never gets in the way of a click) to show progress and to notice
-    a service coming back; otherwise every interaction redraws it.
+
+def _scheme_panel(state: AppState) -> None:
+    """The scheme radio and what the chosen scheme puts in blob storage and how secure it is.
+
+    Outside the status fragment on purpose: a change reruns the whole page, so the page's texts
+    follow the new scheme at once.
+    """
+    # The AppState is the truth (it survives page switches); the radio shows it. A failed switch
+    # sets it back to the scheme in use, and the next run shows that.
+    st.session_state[SCHEME_CHOICE] = state.scheme
+    st.markdown("#### Encryption scheme")
+    st.radio(
+        "Encryption scheme",
+        SCHEME_NAMES,
+        format_func=scheme_title,
+        key=SCHEME_CHOICE,
+        on_change=_choose_scheme,
+        label_visibility="collapsed",
+        help="Switching makes a new key pair for that scheme in the background, uploads its public "
+        "material and deletes the old key's blob.",
+    )
+    info = SCHEME_INFO[state.scheme]
+    st.caption(f"{info.summary} ({info.library})")
+    st.markdown(f"**Security** {info.security}  \n**In blob storage** {info.public_material}")
+
+
+def sidebar(state: AppState, banner: Any) -> None:
+    """Scheme, services and session key in the sidebar, and the health ``banner`` on the page.
+
+    The scheme radio is drawn once per page run; a fragment draws the rest. While the key is being
+    made, or a service is down, the fragment reruns on its own (not the whole page, so it never gets
+    in the way of a click) to show progress and to notice a service coming back; otherwise every
+    interaction redraws it.
     """
     status = state.key.status()
     health = state.health
@@ -136,6 +183,7 @@ def sidebar(state: AppState, banner: Any) -> None:
         _key_panel(state, state.key.status())
 
     with st.sidebar:
+        _scheme_panel(state)
         panel()
 
 
@@ -144,7 +192,8 @@ def key_progress(placeholder: Any) -> Callable[[str, float], None]:
 
     def show(message: str, fraction: float) -> None:
         placeholder.progress(
-            max(fraction, 0.02), text=f"Waiting for this session's key (once per session): {message} …"
+            max(fraction, 0.02),
+            text=f"Waiting for this session's key (once per session and scheme): {message} …",
         )
 
     return show
