@@ -181,6 +181,18 @@ def test_bfv_result_is_exactly_the_fixed_point_score(model, servers, test_digits
         np.testing.assert_array_equal(scores, exact)
 
 
+def test_bfv_noise_margin_holds_for_the_largest_inputs(servers) -> None:
+    """All-white and all-black images, and a checkerboard: the result keeps a wide noise margin."""
+    client = new_client("bfv")
+    keys = keys_of(client.public_material(), "bfv-noise")
+    server = servers["bfv"]
+    for pixels in (np.ones(784), np.zeros(784), np.indices((28, 28)).sum(axis=0).ravel() % 2.0):
+        evaluation = server.evaluate(keys, server.decode_ciphertexts(decoded(client.encrypt(pixels))))
+        result = sa.Ciphertext()
+        FILES.load(result, evaluation.results[0], client._context)
+        assert client._decryptor.invariant_noise_budget(result) >= 6  # bits left; 0 would decrypt wrongly
+
+
 # --- the bfv mask -------------------------------------------------------------------------------
 
 
