@@ -232,9 +232,9 @@ def _costs(result: Classified) -> None:
         )
     with seen:
         st.markdown("**What the server sees**")
-        digit_col, hex_col = st.columns([1, 3])
+        digit_col, hex_col = st.columns([1, 2.4])
         with digit_col:
-            _digit_image(result.digit.pixels, "The digit (stays in this app)", factor=4)
+            _digit_image(result.digit.pixels, "Your digit: it stays in this app", factor=4)
         with hex_col:
             ciphertext = prediction.request_body["ciphertexts"][0]
             st.code(ciphertext_hex(ciphertext, 64, per_line=8), language=None)
