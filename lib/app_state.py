@@ -34,12 +34,9 @@ from lib.errors import DemoError, InvalidInput, StorageUnavailable
 from lib.gallery import load_gallery
 from lib.preprocess import EMPTY_MESSAGE, to_mnist
 from lib.reference import ReferenceCheck, ReferenceUnavailable, load_reference_model, reference_check
-from lib.schemes import DEFAULT_SCHEME, SCHEME_INFO, SCHEME_NAMES
-from lib.schemes.bfv import bfv_descriptor
-from lib.schemes.ckks import ckks_descriptor
-from lib.schemes.ei import ei_descriptor
+from lib.schemes import DEFAULT_SCHEME, SCHEME_INFO, SCHEME_NAMES, descriptor
 from lib.scoring_client import ScoringClient
-from lib.session import EncryptedSession, Prediction
+from lib.session import EncryptedSession, Prediction, close_quietly
 from lib.settings import AppSettings
 
 __all__ = [
@@ -55,7 +52,6 @@ __all__ = [
     "error_source",
     "gallery",
     "pick_gallery_index",
-    "scheme_descriptor",
     "scheme_title",
     "security_summary",
 ]
@@ -133,11 +129,8 @@ def scheme_title(name: str) -> str:
 
 def error_source(name: str) -> str:
     """Where a scheme's difference from the plaintext scores comes from, for help texts."""
-    if name == "bfv":
-        return "BFV computes on integers: the pixels and weights are rounded to fixed point"
-    if name in ("ei", "ckks"):
-        return "CKKS computes on approximate numbers: tiny noise"
-    return "encryption noise and rounding"
+    info = SCHEME_INFO.get(name)
+    return info.error_source if info is not None else "encryption noise and rounding"
 
 
 # The Homomorphic Encryption Standard's largest coefficient modulus (bits) for 128-bit classical
@@ -145,20 +138,9 @@ def error_source(name: str) -> str:
 HE_STANDARD_MAX_BITS_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 
-def scheme_descriptor(name: str) -> dict[str, Any]:
-    """The scheme's {name, version, params} as its client sends them, without making a key."""
-    if name == "ei":
-        return ei_descriptor()
-    if name == "ckks":
-        return ckks_descriptor()
-    if name == "bfv":
-        return bfv_descriptor()
-    raise InvalidInput(f"There is no scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}.")
-
-
 def security_summary(name: str) -> str:
     """One markdown sentence: N, the coefficient modulus, and why that is 128-bit security."""
-    params = scheme_descriptor(name)["params"]
+    params = descriptor(name)["params"]
     n = int(params["poly_modulus_degree"])
     bits = [int(b) for b in params["coeff_modulus_bits"]]
     bound = HE_STANDARD_MAX_BITS_128.get(n)
@@ -173,6 +155,18 @@ def security_summary(name: str) -> str:
         f"({' + '.join(str(b) for b in bits)} bits): {within}. SEAL enforces it: it refuses to create a "
         "context with parameters below 128-bit security."
     )
+
+
+def _problem_of(action: Callable[[], object], what: str) -> str:
+    """Run ``action``; "" if it worked, else a message for the user (unexpected errors are logged)."""
+    try:
+        action()
+    except DemoError as exc:
+        return exc.message
+    except Exception as exc:
+        log.exception("%s failed", what)
+        return f"{what} failed unexpectedly ({type(exc).__name__}); see the app's log."
+    return ""
 
 
 def _start_session(settings: AppSettings, progress: Progress, scheme: str) -> EncryptedSession:
@@ -209,18 +203,6 @@ class KeyStatus:
         return self.phase == "ready"
 
 
-def _close_quietly(box: dict[str, EncryptedSession | None]) -> None:
-    """Finaliser: delete the session's public-key blob; storage may be gone by then."""
-    session = box.get("session")
-    box["session"] = None
-    if session is None:
-        return
-    try:
-        session.close()
-    except Exception:  # best effort at session end: nothing to report to
-        log.info("could not delete the public-key blob of an ended session", exc_info=True)
-
-
 class SessionKey:
     """This browser session's ``EncryptedSession``, made, rotated and switched on a background thread.
 
@@ -246,7 +228,7 @@ class SessionKey:
         self._started = False
         self._busy_since = 0.0
         # When the browser session ends and Streamlit drops its state, delete the key blob.
-        self._finalizer = weakref.finalize(self, _close_quietly, self._box)
+        self._finalizer = weakref.finalize(self, close_quietly, self._box)
         self._finalizer.atexit = False
 
     @property
@@ -345,71 +327,46 @@ class SessionKey:
                 self._phase, self._message, self._fraction = "ready", "Ready", 1.0
                 self._follow_target_locked()  # the scheme was changed while this key was made
         if closed_early:
-            _close_quietly({"session": session})
+            close_quietly({"session": session})
 
     def _run_switch(self, scheme: str) -> None:
         """Make a session of ``scheme``; once it is up, use it and close the old one (deleting its blob)."""
         old = self._box["session"]
         assert old is not None
-        old_title = scheme_title(old.scheme_name)
-        try:
-            session = self._starter(self.settings, self._progress, scheme)
-        except DemoError as exc:
-            problem = exc.message
-        except Exception as exc:
-            log.exception("switching the scheme failed")
-            problem = f"the switch failed unexpectedly ({type(exc).__name__}); see the app's log."
-        else:
-            problem = ""
+        made: dict[str, EncryptedSession] = {}
+
+        def start() -> None:
+            made["session"] = self._starter(self.settings, self._progress, scheme)
+
+        problem = _problem_of(start, "Switching the scheme")
         if problem:
             with self._lock:
-                self._notice = (
-                    f"Still using {old_title}: could not switch to {scheme_title(scheme)}: {problem}"
-                )
                 if self._target == scheme:
                     self._target = old.scheme_name  # the choice shown goes back to what is in use
-                self._phase, self._message, self._fraction = "ready", "Ready", 1.0
-                self._follow_target_locked()
+            self._back_to_ready(
+                f"Still using {scheme_title(old.scheme_name)}: could not switch to {scheme_title(scheme)}: {problem}"
+            )
             return
+        session = made["session"]
         with self._lock:
             closed_early = self._closed
             if not closed_early:
                 self._box["session"] = session
         if closed_early:
-            _close_quietly({"session": session})
+            close_quietly({"session": session})
             return
-        notice = ""
-        try:
-            old.close()  # deletes the old public-key blob
-        except DemoError as exc:
-            notice = (
-                f"Now using {scheme_title(scheme)}, but the old public-key blob could not be deleted: "
-                f"{exc.message}"
-            )
-        except Exception as exc:
-            log.exception("deleting the old key blob failed")
-            notice = (
-                f"Now using {scheme_title(scheme)}, but the old public-key blob could not be deleted "
-                f"({type(exc).__name__}); see the app's log."
-            )
-        with self._lock:
-            self._notice = notice
-            self._phase, self._message, self._fraction = "ready", "Ready", 1.0
-            self._follow_target_locked()
+        problem = _problem_of(old.close, "Deleting the old key blob")  # close() deletes the old blob
+        self._back_to_ready(
+            f"Now using {scheme_title(scheme)}, but the old public-key blob could not be deleted: {problem}"
+            if problem
+            else ""
+        )
 
     def _run_rotate(self) -> None:
         session = self._box["session"]
         assert session is not None
         old_key_id = session.key_id
-        try:
-            session.rotate_key(self._progress)
-        except DemoError as exc:
-            problem = exc.message
-        except Exception as exc:
-            log.exception("key rotation failed")
-            problem = f"rotation failed unexpectedly ({type(exc).__name__}); see the app's log."
-        else:
-            problem = ""
+        problem = _problem_of(lambda: session.rotate_key(self._progress), "Key rotation")
         if not problem:
             notice = ""
         elif session.key_id != old_key_id:
@@ -417,6 +374,10 @@ class SessionKey:
             notice = f"New key in use, but the old public-key blob could not be deleted: {problem}"
         else:
             notice = f"No new key (the current key still works): {problem}"
+        self._back_to_ready(notice)
+
+    def _back_to_ready(self, notice: str) -> None:
+        """Key work is over: show ``notice`` (may be empty) and follow a scheme chosen meanwhile."""
         with self._lock:
             self._notice = notice
             self._phase, self._message, self._fraction = "ready", "Ready", 1.0

@@ -29,7 +29,7 @@ from lib.accuracy import balanced_order
 from lib.display import human_bytes
 from lib.errors import DemoError
 from lib.reference import PlaintextModel
-from lib.session import EncryptedSession, Prediction
+from lib.session import EncryptedSession, Prediction, close_quietly
 from lib.settings import AppSettings
 
 __all__ = [
@@ -261,17 +261,6 @@ class SchemeRun:
         )
 
 
-def _close_quietly(box: dict[str, Any]) -> None:
-    """Finaliser: close a session left open (e.g. the browser session ended mid-run)."""
-    session = box.pop("session", None)
-    if session is None:
-        return
-    try:
-        session.close()
-    except Exception:  # best effort at the end: nothing to report to
-        log.info("could not close a comparison session", exc_info=True)
-
-
 def _unexpected(what: str, exc: Exception) -> str:
     kind = type(exc).__name__
     return f"{what} failed unexpectedly ({kind}); see the app's log, then run the comparison again."
@@ -297,7 +286,7 @@ class ComparisonRun:
         self._box: dict[str, Any] = {}  # the open session of the scheme under way
         self._step_message = ""
         self._step_fraction = 0.0
-        self._finalizer = weakref.finalize(self, _close_quietly, self._box)
+        self._finalizer = weakref.finalize(self, close_quietly, self._box)
         self._finalizer.atexit = False
 
     @classmethod

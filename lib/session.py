@@ -8,8 +8,8 @@ reports where the time and the bytes went. The secret key never leaves this proc
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +27,7 @@ from lib.schemes import DEFAULT_SCHEME, ClientScheme, new_client
 from lib.scoring_client import ScoreCall, ScoringClient
 from lib.settings import AppSettings
 
-__all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Stage"]
+__all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Stage", "close_quietly"]
 
 N_CLASSES = 10
 Progress = Callable[[str, float], None]
@@ -68,6 +68,11 @@ def _key_metadata(client: ClientScheme) -> dict[str, str]:
     """Blob metadata for a public-key blob: which scheme the keys are for."""
     descriptor = client.descriptor
     return {"scheme": descriptor["name"], "scheme_version": descriptor["version"]}
+
+
+def _decoded_length(text: str) -> int:
+    """Bytes a padded base64 string stands for, without decoding it again."""
+    return len(text) // 4 * 3 - text[-2:].count("=")
 
 
 def _sas_expiry(sas_url: str) -> datetime:
@@ -241,10 +246,10 @@ class EncryptedSession:
             stages.append(Stage("decrypt", time.perf_counter() - t, "client"))
 
             sizes = {
-                "ciphertext_bytes": sum(len(base64.b64decode(c)) for c in ciphertexts),
+                "ciphertext_bytes": sum(_decoded_length(c) for c in ciphertexts),
                 "request_bytes": call.request_bytes,
                 "response_bytes": call.response_bytes,
-                "result_bytes": sum(len(base64.b64decode(r)) for r in server.result),
+                "result_bytes": sum(_decoded_length(r) for r in server.result),
                 "key_bytes": self.key_bytes,
             }
             return Prediction(
@@ -280,3 +285,19 @@ class EncryptedSession:
             server = parse_score_response(call.body, expected_scheme=client.scheme_id, expected_results=client.result_count)
             return call, server, request
         raise AssertionError("unreachable")
+
+
+def close_quietly(box: dict[str, Any]) -> None:
+    """Finaliser: close the session held in ``box["session"]`` (deleting its blob), if any.
+
+    Best effort, for when a browser session or a comparison ended without closing it: storage may
+    be gone by then and there is nobody to tell, so a failure is only logged.
+    """
+    session = box.get("session")
+    box["session"] = None
+    if session is None:
+        return
+    try:
+        session.close()
+    except Exception:
+        logging.getLogger("encrypted_mnist.app").info("could not close an ended session", exc_info=True)

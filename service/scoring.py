@@ -64,13 +64,10 @@ class ScoringService:
                 f"Unknown scheme {str(requested.get('name'))[:40]!r}; this service runs {sorted(self.schemes)}.",
             )
         if requested != scheme.descriptor:
-            differing = sorted(
-                key for key in set(scheme.descriptor["params"]) | set(requested.get("params") or {})
-                if not isinstance(requested.get("params"), dict)
-                or requested["params"].get(key) != scheme.descriptor["params"].get(key)
-            )
-            if requested.get("version") != scheme.version:
-                differing.insert(0, "version")
+            ours = {"version": scheme.version, **scheme.descriptor["params"]}
+            params = requested.get("params")
+            theirs = {"version": requested.get("version"), **(params if isinstance(params, dict) else {})}
+            differing = sorted(key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key))
             raise RequestRejected(
                 400, "scheme_mismatch",
                 f"The service runs {scheme.label} with other parameters ({', '.join(differing)[:200] or 'shape'} "

@@ -10,15 +10,25 @@ format and each scheme's parameters are in docs/contract.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lib.errors import InvalidInput
 from lib.schemes.base import ClientScheme
-from lib.schemes.bfv import BfvClient
-from lib.schemes.ckks import CkksClient
-from lib.schemes.ei import EiClient
+from lib.schemes.bfv import BfvClient, bfv_descriptor
+from lib.schemes.ckks import CkksClient, ckks_descriptor
+from lib.schemes.ei import EiClient, ei_descriptor
 
-__all__ = ["DEFAULT_SCHEME", "SCHEME_INFO", "SCHEME_NAMES", "ClientScheme", "SchemeInfo", "new_client"]
+__all__ = [
+    "DEFAULT_SCHEME",
+    "SCHEME_INFO",
+    "SCHEME_NAMES",
+    "ClientScheme",
+    "SchemeInfo",
+    "descriptor",
+    "new_client",
+]
 
 SCHEME_NAMES = ("ei", "ckks", "bfv")
 DEFAULT_SCHEME = "ckks"
@@ -34,9 +44,12 @@ class SchemeInfo:
     summary: str
     public_material: str
     security: str
+    error_source: str
+    """Why decrypted scores differ from the plaintext model's."""
 
 
 _SECURITY = "128-bit: SEAL refuses weaker parameters when it creates the context (TC128)."
+_APPROXIMATE = "CKKS computes on approximate numbers: tiny noise"
 
 SCHEME_INFO: dict[str, SchemeInfo] = {
     "ei": SchemeInfo(
@@ -46,6 +59,7 @@ SCHEME_INFO: dict[str, SchemeInfo] = {
         "CKKS, N=8192. One result ciphertext per class; the service reloads the Galois keys for each.",
         "12 Galois keys + relinearisation keys, about 9 MB",
         _SECURITY,
+        _APPROXIMATE,
     ),
     "ckks": SchemeInfo(
         "ckks",
@@ -56,6 +70,7 @@ SCHEME_INFO: dict[str, SchemeInfo] = {
         "sums of the model, unmasked (bfv masks them).",
         "8 Galois keys (rotations by 1, 8, 16, ..., 512), about 0.5 MB",
         _SECURITY,
+        _APPROXIMATE,
     ),
     "bfv": SchemeInfo(
         "bfv",
@@ -66,14 +81,29 @@ SCHEME_INFO: dict[str, SchemeInfo] = {
         "the public encryption key only (about 0.13 MB): the service uses it to re-randomise the "
         "masked result; no evaluation keys at all",
         _SECURITY,
+        "BFV computes on integers: the pixels and weights are rounded to fixed point",
     ),
 }
 
-_CLIENTS = {"ei": EiClient, "ckks": CkksClient, "bfv": BfvClient}
+_CLIENTS: dict[str, Callable[[], ClientScheme]] = {"ei": EiClient, "ckks": CkksClient, "bfv": BfvClient}
+_DESCRIPTORS: dict[str, Callable[[], dict[str, Any]]] = {
+    "ei": ei_descriptor,
+    "ckks": ckks_descriptor,
+    "bfv": bfv_descriptor,
+}
+
+
+def _known(name: str) -> str:
+    if name not in _CLIENTS:
+        raise InvalidInput(f"Unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}.")
+    return name
 
 
 def new_client(name: str) -> ClientScheme:
     """A fresh key pair for scheme ``name`` (key generation happens here)."""
-    if name not in _CLIENTS:
-        raise InvalidInput(f"Unknown scheme {name!r}; choose one of {', '.join(SCHEME_NAMES)}.")
-    return _CLIENTS[name]()
+    return _CLIENTS[_known(name)]()
+
+
+def descriptor(name: str) -> dict[str, Any]:
+    """Scheme ``name``'s {name, version, params} as its client sends them, without making a key."""
+    return _DESCRIPTORS[_known(name)]()
