@@ -11,6 +11,7 @@ SDK's default of minutes (15 s backoff, 3 retries, 20 s connect timeout each).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -116,10 +117,8 @@ class PublicKeyStore:
         """Create the container if it does not exist yet (idempotent, private access)."""
 
         def create() -> None:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 self._container.create_container()
-            except ResourceExistsError:
-                pass
 
         self._call(f"create the container {self.container_name!r}", create)
 
@@ -173,10 +172,8 @@ class PublicKeyStore:
         blob = self._blob(blob_name)
 
         def delete() -> None:
-            try:
+            with contextlib.suppress(ResourceNotFoundError):
                 blob.delete_blob(delete_snapshots="include")
-            except ResourceNotFoundError:
-                pass
 
         self._call(f"delete {blob_name!r}", delete)
 

@@ -15,6 +15,7 @@ and leaves no orphans. Everything binds 127.0.0.1 only. Settings come from the e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -264,7 +265,8 @@ def start_scoring_service(
     child_env["AZUREML_ENTRY_SCRIPT"] = str(entry_script)
     child_env["AZUREML_MODEL_DIR"] = str(model_dir)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    cmd = _gunicorn_cmd() + [
+    cmd = [
+        *_gunicorn_cmd(),
         "-b", f"{HOST}:{port}",
         "-w", str(workers),
         "--timeout", "300",
@@ -287,10 +289,8 @@ def group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_group_gone(pgid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -319,10 +319,8 @@ def stop_group(pgid: int, grace: float = 5.0, proc: subprocess.Popen | None = No
 def stop(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
     """Stop a process started by this module and its whole process group; return its exit code."""
     stop_group(proc.pid, grace, proc)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the group is gone, so is the leader
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - the group is gone, so is the leader
-        pass
     return proc.returncode
 
 
@@ -888,10 +886,8 @@ def _stop_command(proc: subprocess.Popen, grace: float = 10.0) -> None:
             return
         if action is not None:
             action()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace if action is None else 10.0)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _terminal_sent_it_to_child() -> bool:

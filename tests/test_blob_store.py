@@ -119,7 +119,7 @@ def test_delete_is_idempotent(store: PublicKeyStore) -> None:
 def test_bad_account_key_is_storage_unavailable(azurite) -> None:
     conn = azurite.connection_string.replace("AccountKey=Eby8", "AccountKey=Xby8")
     store = PublicKeyStore(conn, "public-keys")
-    with pytest.raises(StorageUnavailable, match="credentials|failed") as info:
+    with pytest.raises(StorageUnavailable, match=r"credentials|failed") as info:
         store.upload(blob_name(), b"x", {})
     assert "AccountKey" not in info.value.message and "Xby8" not in info.value.message
 

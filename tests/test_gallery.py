@@ -19,7 +19,7 @@ def test_held_out_mask_takes_the_last_digits_of_each_class():
 def test_gallery_is_balanced_and_well_formed():
     images, labels = load_gallery()
     assert images.shape == (10 * PER_CLASS, 784) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert np.bincount(labels, minlength=10).tolist() == [PER_CLASS] * 10
 
 

@@ -243,7 +243,7 @@ def test_load_npm_training_digits() -> None:
     assert X.shape == (10_000, 784) and X.dtype == np.float32
     assert y.shape == (10_000,) and y.dtype == np.uint8
     assert set(np.unique(y)) == set(range(10))
-    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert X.min() >= 0.0 and X.max() <= 1.0
     # Light digits on a dark background: the border is background, the centre has ink.
     images = X.reshape(-1, 28, 28)
     assert images[:, 0, :].mean() < 0.01 and images[:, 10:18, 10:18].mean() > 0.2
@@ -253,7 +253,7 @@ def test_load_npm_training_digits() -> None:
 def test_load_test_set(mnist_test: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = mnist_test
     assert X.dtype == np.float32 and X.shape == (10_000, 784)
-    assert 0.0 <= X.min() and X.max() == 1.0
+    assert X.min() >= 0.0 and X.max() == 1.0
     np.testing.assert_array_equal(np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
 
 
@@ -302,4 +302,4 @@ def test_real_checksums_are_the_published_ones() -> None:
         "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     }
-    assert SHARED_TEST_SET == ROOT.parent / "shared" / "data" / "mnist"
+    assert ROOT.parent / "shared" / "data" / "mnist" == SHARED_TEST_SET

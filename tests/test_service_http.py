@@ -6,6 +6,7 @@ contract from the client side by hand (not through lib/), so they check the serv
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -43,10 +44,8 @@ def model():
 @pytest.fixture(scope="module")
 def blob_service(azurite):
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         service.create_container(CONTAINER)
-    except ResourceExistsError:
-        pass
     return service
 
 

@@ -220,7 +220,7 @@ def test_scoring_client_maps_refusals(stub_url: str) -> None:
 
 
 def test_scoring_client_timeout(stub_url: str) -> None:
-    with pytest.raises(ServiceUnavailable, match="did not answer within 0.5 s"):
+    with pytest.raises(ServiceUnavailable, match=r"did not answer within 0\.5 s"):
         ScoringClient(f"{stub_url}/slow", 0.5).score({})
 
 
@@ -468,7 +468,7 @@ def test_start_without_storage_fails_before_keygen(monkeypatch: pytest.MonkeyPat
         raise AssertionError("keys were made although storage is down")
 
     monkeypatch.setattr("lib.session.new_client", no_keygen)
-    with pytest.raises(StorageUnavailable, match="scripts.local_stack up"):
+    with pytest.raises(StorageUnavailable, match=r"scripts\.local_stack up"):
         EncryptedSession.start(settings, scheme="ei", scorer=ContractScorer())  # type: ignore[arg-type]
 
 
