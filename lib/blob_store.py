@@ -67,7 +67,12 @@ class PublicKeyStore:
             self._service = BlobServiceClient.from_connection_string(
                 connection_string,
                 api_version=STORAGE_API_VERSION,
-                retry_policy=LinearRetry(backoff=0.5, retry_total=1, random_jitter_range=0.2),
+                # The SDK annotates these as int, but sleeps for any number of seconds.
+                retry_policy=LinearRetry(
+                    backoff=0.5,  # type: ignore[arg-type]
+                    retry_total=1,
+                    random_jitter_range=0.2,  # type: ignore[arg-type]
+                ),
                 connection_timeout=_CONNECT_TIMEOUT_S,
                 read_timeout=_READ_TIMEOUT_S,
             )
@@ -155,6 +160,8 @@ class PublicKeyStore:
             raise SettingsError(
                 "BLOB_CONNECTION_STRING has no account key, so no read-only SAS can be signed for the service."
             )
+        if not blob.account_name:
+            raise SettingsError("BLOB_CONNECTION_STRING names no storage account, so no SAS can be signed.")
         now = now or datetime.now(UTC)
         sas = generate_blob_sas(
             account_name=blob.account_name,

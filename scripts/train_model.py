@@ -153,9 +153,10 @@ def _one_pixel_shift(dy: int, dx: int) -> Callable[[np.ndarray, np.random.Genera
     return transform
 
 
-SHIFTS = [_one_pixel_shift(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-STROKES = [thicken, thin, pen]
-AUGMENTATIONS: dict[str, list[Callable[[np.ndarray, np.random.Generator], np.ndarray]]] = {
+Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+SHIFTS: list[Augmentation] = [_one_pixel_shift(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+STROKES: list[Augmentation] = [thicken, thin, pen]
+AUGMENTATIONS: dict[str, list[Augmentation]] = {
     "none": [],
     "shift": SHIFTS,
     "stroke": STROKES,
