@@ -16,7 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from scripts.local_stack import DEFAULT_ENTRY_SCRIPT, DEFAULT_MODEL_DIR, HOST, LocalStack, free_port
+from scripts.local_stack import (
+    DEFAULT_ENTRY_SCRIPT,
+    DEFAULT_MODEL_DIR,
+    HOST,
+    azurite_blob_endpoint,
+    azurite_connection_string,
+    free_port,
+    running,
+    scoring_base_url,
+    scoring_url,
+    services,
+)
 
 INTEGRATION_FIXTURES = {"azurite", "scoring_service", "app_env"}
 
@@ -55,18 +66,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteInfo]:
     """Azurite on a free port with a temporary data directory; stopped at the end of the session."""
-    stack_dir = tmp_path_factory.mktemp("azurite")
-    stack = LocalStack(azurite=True, scoring=False, azurite_port=free_port(), stack_dir=stack_dir)
-    with stack:
-        assert stack.azurite_proc is not None
-        yield AzuriteInfo(
-            port=stack.azurite_port,
-            connection_string=stack.connection_string,
-            blob_endpoint=stack.blob_endpoint,
-            data_dir=stack_dir / "azurite-data",
-            log_path=stack.azurite_log_path,
-            pgid=stack.azurite_proc.pid,
-        )
+    stack_dir, port = tmp_path_factory.mktemp("azurite"), free_port()
+    data_dir, log_path = stack_dir / "azurite-data", stack_dir / "azurite.log"
+    with running(services.azurite_service(port, data_dir, log_path=log_path)) as proc:
+        yield AzuriteInfo(port, azurite_connection_string(port), azurite_blob_endpoint(port), data_dir, log_path, proc.pid)
 
 
 @pytest.fixture(scope="session")
@@ -74,30 +77,14 @@ def scoring_service(azurite: AzuriteInfo, tmp_path_factory: pytest.TempPathFacto
     """service/score.py served by gunicorn (2 workers) on a free port, allowed to fetch from ``azurite``."""
     if not DEFAULT_ENTRY_SCRIPT.is_file():
         pytest.skip(f"{DEFAULT_ENTRY_SCRIPT.relative_to(DEFAULT_ENTRY_SCRIPT.parents[1])} does not exist yet")
-    allowed = f"{HOST}:{azurite.port}"
-    env = dict(os.environ, ALLOWED_BLOB_HOSTS=allowed)
-    stack = LocalStack(
-        azurite=False,
-        scoring=True,
-        azurite_port=azurite.port,
-        scoring_port=free_port(),
-        workers=2,
-        stack_dir=tmp_path_factory.mktemp("scoring"),
-        entry_script=DEFAULT_ENTRY_SCRIPT,
-        model_dir=DEFAULT_MODEL_DIR,
-        env=env,
-        scoring_timeout=300.0,
-    )
-    with stack:
-        assert stack.scoring_proc is not None
-        yield ScoringServiceInfo(
-            url=stack.scoring_url,
-            base_url=stack.scoring_base_url,
-            port=stack.scoring_port,
-            log_path=stack.scoring_log_path,
-            pgid=stack.scoring_proc.pid,
-            allowed_blob_hosts=allowed,
-        )
+    allowed, port = f"{HOST}:{azurite.port}", free_port()
+    log_path = tmp_path_factory.mktemp("scoring") / "scoring.log"
+    service = services.scoring_service(
+        port, 2, entry_script=DEFAULT_ENTRY_SCRIPT, model_dir=DEFAULT_MODEL_DIR, log_path=log_path,
+        env=dict(os.environ, ALLOWED_BLOB_HOSTS=allowed), timeout=300.0,
+    )  # fmt: skip
+    with running(service) as proc:
+        yield ScoringServiceInfo(scoring_url(port), scoring_base_url(port), port, log_path, proc.pid, allowed)
 
 
 @pytest.fixture(scope="session")
@@ -110,44 +97,10 @@ def app_env(azurite: AzuriteInfo, scoring_service: ScoringServiceInfo) -> dict[s
 def app_server(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``streamlit run app.py`` (headless) on a free port against the fixtures' services; yields its URL.
 
-    It runs in its own process group, which is stopped at the end of the session. Readiness is
-    Streamlit's own ``/_stcore/health``.
+    Started like every service of the local stack (its own process group, stopped at the end of the
+    session); ready when Streamlit's own ``/_stcore/health`` says ok.
     """
-    import subprocess
-    import sys
-    import time
-    import urllib.error
-    import urllib.request
-
-    from scripts.local_stack import ROOT, log_tail, stop
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-        "--server.port", str(port), "--server.address", HOST, "--server.headless", "true",
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=dict(os.environ, **app_env), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 90.0
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with code {proc.returncode}:\n{log_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2.0) as answer:
-                    if answer.status == 200 and answer.read().strip() == b"ok":
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /_stcore/health within 90 s:\n{log_tail(log_path)}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        stop(proc)
+    service = services.streamlit_service(free_port(), tmp_path_factory.mktemp("streamlit") / "streamlit.log",
+                                env=dict(os.environ, **app_env))  # fmt: skip
+    with running(service):
+        yield f"http://{HOST}:{service.port}"
