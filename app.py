@@ -2,26 +2,23 @@
 
 Main page: draw a digit or pick a held-out MNIST digit, encrypt it with this session's key, have
 the scoring service classify the ciphertext, decrypt, and show the result and what it cost.
-All logic is in lib/ (lib.app_state, lib.display); ui/ holds the shared Streamlit glue.
+All logic is in lib/ (lib.app_state, lib.digits, lib.view_models, lib.display); ui/ holds the
+shared Streamlit glue.
 """
 
 from __future__ import annotations
 
+import altair as alt
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from lib.app_state import (
-    AppState,
-    Classified,
-    DigitInput,
-    error_source,
-    gallery,
-    pick_gallery_index,
-    scheme_title,
-)
-from lib.display import ciphertext_hex, human_bytes, human_seconds, softmax, upscale, waterfall_rows
+from lib.app_state import AppState
+from lib.digits import DigitInput, gallery, pick_gallery_index
+from lib.display import ciphertext_hex, softmax, upscale, waterfall_rows
 from lib.errors import DemoError, InvalidInput
-from lib.schemes import SCHEME_INFO
+from lib.formatting import format_bytes, format_error, format_seconds
+from lib.schemes import SPECS
+from lib.view_models import Classified, error_source, public_material, scheme_title
 from ui import charts
 from ui.state import key_progress, page_setup
 
@@ -124,10 +121,10 @@ def _classify(state: AppState, digit: DigitInput | None, why_not: str) -> None:
         return
     waiting = st.empty()
     try:
-        state.key.wait(key_progress(waiting))
+        session = state.key.wait(key_progress(waiting))  # the one wait: key progress, then the spinner
         waiting.empty()
         with st.spinner("Encrypting, scoring the ciphertext on the server, decrypting …", show_time=True):
-            state.classify(digit)
+            state.classify(digit, session)
             st.session_state.pop(PENDING, None)  # done: before the next Streamlit call can restart the run
     except DemoError as exc:
         st.session_state.pop(PENDING, None)
@@ -153,7 +150,7 @@ def _big_prediction(result: Classified) -> None:
         lines.append("Your drawing (no true label)")
     lines.append(f"Confidence **{confidence:.0%}** (softmax of the decrypted scores)")
     lines.append(
-        f"**{human_seconds(prediction.total_s)}** end to end · server key cache **{prediction.key_cache}**"
+        f"**{format_seconds(prediction.total_s)}** end to end · server key cache **{prediction.key_cache}**"
     )
     lines.append(f"Encrypted with **{scheme_title(result.scheme)}**")
     facts.markdown("  \n".join(lines))
@@ -177,7 +174,7 @@ def _reference(result: Classified) -> None:
         )
         error.metric(
             "Max absolute error",
-            f"{check.max_abs_error:.1e}",
+            format_error(check.max_abs_error),
             help="Largest difference between the 10 decrypted scores and the plaintext scores "
             f"({error_source(result.scheme)}).",
         )
@@ -186,9 +183,7 @@ def _reference(result: Classified) -> None:
 def _costs(result: Classified) -> None:
     prediction = result.prediction
     sizes = prediction.sizes
-    server_compute = sum(s.seconds for s in prediction.stages if s.name == "compute")
-    info = SCHEME_INFO.get(result.scheme)
-    public_material = info.public_material if info is not None else "the public keys"
+    server_compute = prediction.stage_seconds("compute")
     st.subheader("3 · What it cost")
     st.caption(
         f"With {scheme_title(result.scheme)}. Compare the schemes side by side on the **Schemes** page."
@@ -196,35 +191,37 @@ def _costs(result: Classified) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Ciphertext sent",
-        human_bytes(sizes["ciphertext_bytes"]),
+        format_bytes(sizes["ciphertext_bytes"]),
         help="The encrypted digit. The whole request body (base64 JSON) is "
-        f"{human_bytes(sizes['request_bytes'])}.",
+        f"{format_bytes(sizes['request_bytes'])}.",
     )
     c2.metric(
         "Public keys uploaded",
-        human_bytes(sizes["key_bytes"]),
-        help=f"Once per session, to blob storage: {public_material}. Requests only carry a read-only link "
-        "to them.",
+        format_bytes(sizes["key_bytes"]),
+        help=f"Once per session, to blob storage: {public_material(result.scheme)}. Requests only carry a "
+        "read-only link to them.",
     )
     c3.metric(
         "Response",
-        human_bytes(sizes["response_bytes"]),
-        help=f"The 10 scores, encrypted ({human_bytes(sizes['result_bytes'])} of ciphertext), base64 in JSON.",
+        format_bytes(sizes["response_bytes"]),
+        help=f"The 10 scores, encrypted ({format_bytes(sizes['result_bytes'])} of ciphertext), base64 in JSON.",
     )
     c4.metric(
         "Latency",
-        human_seconds(prediction.total_s),
-        help=f"Encrypt to decrypt; the server's homomorphic compute took {human_seconds(server_compute)}.",
+        format_seconds(prediction.total_s),
+        help=f"Encrypt to decrypt; the server's homomorphic compute took {format_seconds(server_compute)}.",
     )
-    c1.caption(f"request body {human_bytes(sizes['request_bytes'])}")
+    c1.caption(f"request body {format_bytes(sizes['request_bytes'])}")
     c2.caption("once per session")
     c3.caption("the 10 scores, encrypted")
-    c4.caption(f"server compute {human_seconds(server_compute)}")
+    c4.caption(f"server compute {format_seconds(server_compute)}")
 
     waterfall, seen = st.columns([5, 4], gap="large")
     with waterfall:
         st.markdown("**Latency by stage**")
-        st.altair_chart(charts.waterfall_chart(waterfall_rows(prediction.stages, result.setup_timings_s)))
+        chart = charts.waterfall_chart(waterfall_rows(prediction.stages, result.setup_timings_s))
+        assert isinstance(chart, alt.LayerChart | alt.VConcatChart)  # one panel, or two stacked
+        st.altair_chart(chart)
         st.caption(
             "App stages run in this Streamlit process; server stages are the service's own timings. "
             "'Network' is the round trip minus the server's time. A key-cache miss happens on the first "
@@ -249,7 +246,7 @@ def _costs(result: Classified) -> None:
 def classify_page() -> None:
     """The main page."""
     state = page_setup("Classify a digit")
-    info = SCHEME_INFO[state.scheme]
+    info = SPECS[state.scheme]
     st.title(":material/lock: Encrypted MNIST inference")
     st.caption(
         f"Your digit is encrypted here with this session's **{info.title}** key ({info.library}; choose the "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import DemoError, InvalidInput
+from lib.formatting import format_bytes, format_factor, format_seconds
 from lib.preprocess import load_image_file, to_mnist
 from lib.schemes import DEFAULT_SCHEME, SCHEME_NAMES
 from lib.session import EncryptedSession, Prediction
@@ -39,22 +40,18 @@ def _mnist_digit(index: int, idx_dir: Path) -> tuple[np.ndarray, int]:
     return np.asarray(images[index], dtype=np.float32).reshape(-1), int(labels[index])
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
-
-
 def _print_prediction(number: int, count: int, prediction: Prediction) -> None:
     print(
-        f"\nprediction {number}/{count}: {prediction.label}   total {prediction.total_s:.3f} s"
+        f"\nprediction {number}/{count}: {prediction.label}   total {format_seconds(prediction.total_s)}"
         f"   (server key cache: {prediction.key_cache})"
     )
     print("  scores: " + "  ".join(f"{digit}:{score:+.3f}" for digit, score in enumerate(prediction.scores)))
     print("  stages:")
     for stage in prediction.stages:
-        print(f"    {stage.name:<22} {stage.source:<6} {stage.seconds * 1000:9.1f} ms")
+        print(f"    {stage.name:<22} {stage.source:<6} {format_seconds(stage.seconds):>10}")
     print(
         "  sizes: "
-        + ", ".join(f"{name.removesuffix('_bytes')} {_mb(n)}" for name, n in prediction.sizes.items())
+        + ", ".join(f"{name.removesuffix('_bytes')} {format_bytes(n)}" for name, n in prediction.sizes.items())
     )
 
 
@@ -76,8 +73,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with EncryptedSession.start(settings, progress, scheme=args.scheme) as session:
         setup = session.setup_timings_s
         print(
-            f"scheme {args.scheme}, key id {session.key_id}: public keys {_mb(session.key_bytes)}, "
-            f"keygen {setup['keygen']:.2f} s, upload {setup['upload']:.2f} s"
+            f"scheme {args.scheme}, key id {session.key_id}: public keys {format_bytes(session.key_bytes)}, "
+            f"keygen {format_seconds(setup['keygen'])}, upload {format_seconds(setup['upload'])}"
         )
         totals: list[float] = []
         for number in range(1, args.repeat + 1):
@@ -89,7 +86,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"\ntrue label {truth}, predicted {prediction.label}: {verdict}")
         if len(totals) > 1:
             warm = statistics.median(totals[1:])
-            print(f"cold {totals[0]:.3f} s, warm median {warm:.3f} s ({totals[0] / warm:.1f}x)")
+            print(
+                f"cold {format_seconds(totals[0])}, warm median {format_seconds(warm)} "
+                f"({format_factor(totals[0] / warm)})"
+            )
     return 0
 
 

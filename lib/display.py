@@ -1,7 +1,7 @@
-"""Pure helpers that turn results into what the pages show: units, stage labels, rows, previews.
+"""Pure helpers that turn results into what the pages show: stage labels, rows, previews.
 
 Nothing here draws anything (no streamlit, no charts): the pages pass these rows and strings to
-their widgets, and tests check them without a browser.
+their widgets, and tests check them without a browser. Numbers are formatted by ``lib.formatting``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from lib.session import Stage
 __all__ = [
     "WaterfallRow",
     "ciphertext_hex",
-    "human_bytes",
-    "human_seconds",
     "redact_sas",
     "request_preview",
     "sas_fields",
@@ -33,25 +31,6 @@ __all__ = [
 ]
 
 Phase = Literal["Once per session", "This prediction"]
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, three significant digits: 164895 -> '165 KB', 8978344 -> '8.98 MB'."""
-    n = float(n)
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            value = n / size
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{n:.0f} B"
-
-
-def human_seconds(seconds: float) -> str:
-    """'48 ms' below a second, '1.23 s' from one second on."""
-    if not math.isfinite(seconds):
-        return "–"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds:.2f} s"
 
 
 _STAGE_LABELS = {

@@ -13,6 +13,7 @@ __all__ = [
     "MISSING",
     "format_bytes",
     "format_error",
+    "format_estimate",
     "format_factor",
     "format_percent",
     "format_rate",
@@ -111,3 +112,11 @@ def format_error(value: float | None) -> str:
         return MISSING
     assert value is not None
     return f"{value:.1e}"
+
+
+def format_estimate(seconds: float | None) -> str:
+    """A rough planning time, whole units only: 'about 19 s', 'about 3 min' (from 90 s on)."""
+    if not is_number(seconds):
+        return MISSING
+    assert seconds is not None
+    return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"

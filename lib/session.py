@@ -59,6 +59,15 @@ class Prediction:
     total_s: float
     request_body: dict[str, Any] = field(repr=False)
 
+    def stage_seconds(self, name: str) -> float:
+        """The seconds spent in every stage called ``name`` (0.0 if there is none), e.g. "compute"."""
+        return sum(stage.seconds for stage in self.stages if stage.name == name)
+
+    @property
+    def server_seconds(self) -> float:
+        """The seconds of every server stage: parse and checks, key fetch and compute."""
+        return sum(stage.seconds for stage in self.stages if stage.source == "server")
+
 
 def _noop(_message: str, _fraction: float) -> None:
     pass

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.app_state import error_source, security_summary
-from lib.display import human_bytes
-from lib.schemes import SCHEME_INFO
+from lib.formatting import format_bytes
+from lib.schemes import SPECS
+from lib.view_models import error_source, security_summary
 from ui.state import page_setup
 
 state = page_setup("How it works")
-info = SCHEME_INFO[state.scheme]
+info = SPECS[state.scheme]
 status = state.key.status()
-key_size = f" ({human_bytes(status.key_bytes)})" if status.key_bytes and status.scheme == state.scheme else ""
+key_size = (
+    f" ({format_bytes(status.key_bytes)})" if status.key_bytes and status.scheme == state.scheme else ""
+)
 
 st.title(":material/schema: How it works")
 st.caption(

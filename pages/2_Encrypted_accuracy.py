@@ -6,13 +6,15 @@ import pandas as pd
 import streamlit as st
 
 from lib.accuracy import AccuracyRun
-from lib.app_state import error_source, gallery, scheme_title
-from lib.comparison import estimate_seconds
-from lib.display import human_seconds, upscale
+from lib.batch_parts import estimate_seconds
+from lib.digits import gallery
+from lib.display import upscale
 from lib.errors import DemoError
-from lib.reference import ReferenceUnavailable, load_reference_model
+from lib.formatting import format_error, format_estimate, format_percent, format_seconds
+from lib.session import EncryptedSession
+from lib.view_models import error_source, scheme_title
 from ui import charts
-from ui.state import key_progress, page_setup
+from ui.state import key_progress, page_setup, reference_model
 
 RUN = "accuracy_run"
 
@@ -42,8 +44,7 @@ def _stop() -> None:
 def _resume() -> None:
     run: AccuracyRun | None = st.session_state.get(RUN)
     if run is not None:
-        run.stopped = False
-        run.errors.clear()
+        run.resume()
 
 
 run: AccuracyRun | None = st.session_state.get(RUN)
@@ -76,7 +77,7 @@ resume.button(
     "Resume",
     icon=":material/resume:",
     on_click=_resume,
-    disabled=run is None or running or run.finished,
+    disabled=run is None or running or run.complete,
     width="stretch",
     key="accuracy_resume",
 )
@@ -84,76 +85,63 @@ per_digit = run.summary().latency_p50_s if run is not None and run.items else No
 if per_digit is None and state.last is not None and state.last.scheme == state.scheme:
     per_digit = state.last.prediction.total_s
 estimate = int(n) * per_digit if per_digit else estimate_seconds(state.scheme, int(n))
-st.caption(
-    f"Estimated time: about {estimate / 60:.0f} min for {int(n)} digits."
-    if estimate >= 90
-    else f"Estimated time: about {estimate:.0f} s for {int(n)} digits."
-)
+st.caption(f"Estimated time: {format_estimate(estimate)} for {int(n)} digits.")
 
 if run is None:
     st.info("Choose how many digits to classify and press **Start**.", icon=":material/arrow_upward:")
     st.stop()
 
-try:
-    model = load_reference_model()
-except ReferenceUnavailable as exc:
-    model = None
-    st.caption(exc.message)
+model = reference_model()
 
-progress = st.progress(len(run.items) / run.planned, text=f"{len(run.items)} of {run.planned} digits")
+fraction, text = run.progress()
+progress = st.progress(fraction, text=text)
 live = st.empty()
 
 
-def _report() -> None:
+def _report(run: AccuracyRun) -> None:
     summary = run.summary()
     with live.container():
         a, b, c, d = st.columns(4)
         a.metric(
             "Accuracy",
-            "–" if summary.accuracy is None else f"{summary.accuracy:.1%}",
+            format_percent(summary.accuracy),
             help="Encrypted prediction equals the true label.",
         )
         b.metric(
             "Agreement with plaintext",
-            "–" if summary.agreement is None else f"{summary.agreement:.1%}",
+            format_percent(summary.agreement),
             help="Encrypted prediction equals the plaintext model's prediction (expected: 100%).",
         )
         c.metric(
             "Median latency",
-            "–" if summary.latency_p50_s is None else human_seconds(summary.latency_p50_s),
+            format_seconds(summary.latency_p50_s),
             help="End to end per digit: encrypt, request, server compute, decrypt.",
         )
-        d.metric(
-            "90th percentile", "–" if summary.latency_p90_s is None else human_seconds(summary.latency_p90_s)
-        )
+        d.metric("90th percentile", format_seconds(summary.latency_p90_s))
         if summary.max_abs_error is not None:
             st.caption(
-                f"Largest score difference from plaintext: {summary.max_abs_error:.1e} "
+                f"Largest score difference from plaintext: {format_error(summary.max_abs_error)} "
                 f"({error_source(state.scheme)}). "
-                f"Slowest digit: {human_seconds(summary.latency_max_s or 0.0)}."
+                f"Slowest digit: {format_seconds(summary.latency_max_s)}."
             )
 
 
-_report()
+_report(run)
 
 if run.active:
     waiting = st.empty()
+    session: EncryptedSession | None
     try:
         session = state.key.wait(key_progress(waiting))
     except DemoError as exc:
-        run.errors.append(exc.message)
+        run.fail(exc.message)
         session = None
     waiting.empty()
     while session is not None and run.active:
-        try:
-            item = run.step(session, images, labels, model)  # Stop reruns the page; we check between digits
-        except DemoError as exc:
-            run.errors.append(exc.message)
-            break
-        done = len(run.items)
-        mark = "correct" if item is not None and item.correct else "wrong"
-        progress.progress(done / run.planned, text=f"{done} of {run.planned} digits · last: {mark}")
-        _report()
+        item = run.step(session, images, labels, model)  # Stop reruns the page; we check between digits
+        fraction, text = run.progress(item)
+        progress.progress(fraction, text=text)
+        _report(run)
     st.rerun()  # redraw the buttons for a run that is no longer active
 
 if run.errors:
@@ -165,7 +153,7 @@ elif run.stopped:
         f"Stopped after {len(run.items)} of {run.planned} digits. **Resume** continues the run.",
         icon=":material/stop_circle:",
     )
-elif run.finished:
+elif run.complete:
     st.success(f"Done: {run.planned} digits classified on encrypted data.", icon=":material/check_circle:")
 
 if run.items:

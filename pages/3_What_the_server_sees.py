@@ -6,9 +6,9 @@ import json
 
 import streamlit as st
 
-from lib.app_state import scheme_title
-from lib.display import human_bytes, request_preview, sas_fields
-from lib.schemes import SCHEME_INFO
+from lib.display import request_preview, sas_fields
+from lib.formatting import format_bytes
+from lib.view_models import public_material, scheme_title
 from ui.state import page_setup
 
 state = page_setup("What the server sees")
@@ -27,25 +27,16 @@ if result is None:
     st.stop()
 
 body = result.prediction.request_body
-info = SCHEME_INFO.get(result.scheme)
-public_material = info.public_material if info is not None else "the public keys"
 sizes = result.prediction.sizes
 sas = sas_fields(body["keys"]["url"])
 
-size, ciphertext, response = st.columns(3)
-size.metric(
-    "Request body", human_bytes(sizes["request_bytes"]), help=f"{sizes['request_bytes']:,} bytes of JSON"
-)
-ciphertext.metric(
-    "Ciphertext inside it",
-    human_bytes(sizes["ciphertext_bytes"]),
-    help=f"{sizes['ciphertext_bytes']:,} bytes, sent as base64",
-)
-response.metric(
-    "Response",
-    human_bytes(sizes["response_bytes"]),
-    help="The 10 scores, encrypted: only this app can decrypt them",
-)
+size_metrics = [
+    ("Request body", sizes["request_bytes"], f"{sizes['request_bytes']:,} bytes of JSON"),
+    ("Ciphertext inside it", sizes["ciphertext_bytes"], f"{sizes['ciphertext_bytes']:,} bytes, sent as base64"),
+    ("Response", sizes["response_bytes"], "The 10 scores, encrypted: only this app can decrypt them"),
+]
+for column, (label, count, help_text) in zip(st.columns(3), size_metrics, strict=True):
+    column.metric(label, format_bytes(count), help=help_text)
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -73,8 +64,8 @@ st.markdown(
     f"- **The ciphertext** is your 784 pixels encrypted with {scheme_title(result.scheme)} under this "
     "session's key. Without the secret key it is indistinguishable from random bytes (the Ring-LWE problem, "
     "at 128-bit security): no pixel, stroke or digit can be read from it.\n"
-    f"- **The public keys** behind the link ({public_material}) let the service compute on the ciphertext "
-    "and let anyone encrypt, but they cannot decrypt. The secret key never left this app.\n"
+    f"- **The public keys** behind the link ({public_material(result.scheme)}) let the service compute on "
+    "the ciphertext and let anyone encrypt, but they cannot decrypt. The secret key never left this app.\n"
     "- **The result** the service sends back is the 10 scores, encrypted under the same key: the service "
     "computes them without ever seeing them, or which digit won.\n"
     "- **The SAS link** only grants reading that one public-key blob, until it expires. It is not the storage "

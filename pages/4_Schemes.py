@@ -7,21 +7,15 @@ import time
 import pandas as pd
 import streamlit as st
 
-from lib.app_state import gallery, scheme_title
-from lib.comparison import (
-    BASELINE,
-    METRICS,
-    ComparisonRun,
-    chart_points,
-    default_digits,
-    estimate_seconds,
-    metric_rows,
-    session_factory,
-)
-from lib.reference import ReferenceUnavailable, load_reference_model
-from lib.schemes import SCHEME_INFO, SCHEME_NAMES
+from lib.batch_parts import estimate_seconds
+from lib.comparison import ComparisonRun, default_digits, session_factory
+from lib.comparison_view import BASELINE, METRICS, chart_points, latency_points, metric_rows
+from lib.digits import gallery
+from lib.formatting import format_estimate, format_percent
+from lib.schemes import SCHEME_NAMES, SPECS
+from lib.view_models import scheme_title
 from ui import charts
-from ui.state import page_setup
+from ui.state import page_setup, reference_model
 
 RUN = "comparison_run"
 SCHEMES = "cmp_schemes"
@@ -38,7 +32,7 @@ st.caption(
 
 cards = st.columns(len(SCHEME_NAMES))
 for card, name in zip(cards, SCHEME_NAMES, strict=True):
-    info = SCHEME_INFO[name]
+    info = SPECS[name]
     with card.container(border=True):
         in_use = " · :green[in use in this session]" if name == state.scheme else ""
         st.markdown(f"**{info.title}**{in_use}")
@@ -107,7 +101,7 @@ note = (
     if BASELINE in planned
     else " Add ei to see each value as a ratio to the seed scheme."
 )
-st.caption(f"Estimated time: about {estimate:.0f} s.{note}")
+st.caption(f"Estimated time: {format_estimate(estimate)}.{note}")
 
 start, stop, _ = st.columns([1, 1, 4], vertical_alignment="bottom")
 start.button(
@@ -132,24 +126,20 @@ if run is None:
     )
     st.stop()
 
-try:
-    model = load_reference_model()
-except ReferenceUnavailable as exc:
-    model = None
-    st.caption(f"{exc.message} Without it there is no error column.")
+model = reference_model("Without it there is no error column.")
 
 fraction, text = run.progress()
 progress = st.progress(fraction, text=text)
 live = st.empty()
 
 
-def _table() -> None:
+def _table(run: ComparisonRun) -> None:
     """The comparison table: one row per metric, a column per scheme, ratios to ei."""
     rows = metric_rows(run.summaries())
     live.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch", height=35 * (len(rows) + 1) + 3)
 
 
-_table()
+_table(run)
 
 if run.active:
     factory = session_factory(state.settings)
@@ -159,7 +149,7 @@ if run.active:
         fraction, text = run.progress()
         progress.progress(fraction, text=text)
         if report is not None and time.monotonic() - redrawn >= REDRAW_EVERY_S:
-            _table()
+            _table(run)
             redrawn = time.monotonic()
     st.rerun()  # redraw the buttons and the results for a run that is no longer active
 
@@ -193,7 +183,7 @@ for i, metric in enumerate(metrics):
         st.altair_chart(chart)
         st.caption(metric.help)
 
-strip = run.latency_rows()
+strip = latency_points(run.schemes)
 if strip:
     st.markdown(
         "**Every digit, end to end** (the first request of each scheme, with the cold key cache, "
@@ -202,8 +192,8 @@ if strip:
     st.altair_chart(charts.latency_strip(strip))
 
 accuracy_notes = [
-    f"{s.name}: {s.accuracy:.0%} on {s.done} digits (the plaintext model: {s.plain_accuracy:.0%}, "
-    f"agreement {s.agreement:.0%})"
+    f"{s.name}: {format_percent(s.accuracy, 0)} on {s.done} digits (the plaintext model: "
+    f"{format_percent(s.plain_accuracy, 0)}, agreement {format_percent(s.agreement, 0)})"
     for s in summaries
     if s.accuracy is not None and s.plain_accuracy is not None and s.agreement is not None
 ]

@@ -84,7 +84,7 @@ def decode_base64(text: str) -> bytes:
 
 
 def parse_request(
-    raw_data: str | bytes, max_request_bytes: int, max_ciphertexts: int, max_ciphertext_bytes: int
+    raw_data: str | bytes | None, max_request_bytes: int, max_ciphertexts: int, max_ciphertext_bytes: int
 ) -> ScoreRequest | SeedRequest:
     """Parse a request body of either shape, or raise RequestRejected."""
     if raw_data is None or len(raw_data) == 0:

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from azure.core import MatchConditions
@@ -30,6 +31,8 @@ from service.settings import AZURITE_ACCOUNT, ServiceSettings
 
 # Azurite 3.35 speaks API versions up to this one; Azure Storage accepts it too.
 _API_VERSION = "2025-11-05"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def check_read_only_sas(url: str, now: datetime | None = None) -> datetime:
     return expiry
 
 
-def _storage_errors(action: Callable[[], bytes | object]) -> bytes | object:
+def _storage_errors(action: Callable[[], T]) -> T:
     """Run a storage call, turning its failures into contract errors."""
     try:
         return action()
@@ -151,14 +154,14 @@ def _storage_errors(action: Callable[[], bytes | object]) -> bytes | object:
         raise RequestRejected(502, "storage_unavailable", f"Blob storage answered {error.status_code}.") from None
 
 
-def _download_capped(blob: BlobClient, max_bytes: int, **conditions) -> bytes:
+def _download_capped(blob: BlobClient, max_bytes: int, **conditions: Any) -> bytes:
     downloader = blob.download_blob(**conditions)
     if downloader.size > max_bytes:
         raise RequestRejected(413, "too_large", f"The key blob is over the {max_bytes} byte limit.")
     return downloader.readall()
 
 
-def _client_options(settings: ServiceSettings) -> dict:
+def _client_options(settings: ServiceSettings) -> dict[str, Any]:
     return {
         "api_version": _API_VERSION,
         "connection_timeout": min(settings.storage_timeout_s, 10),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class ScoringService:
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.schemes: dict[str, ServerScheme] = build_schemes(coef, intercept, settings)
+        self.schemes: dict[str, ServerScheme[Any]] = build_schemes(coef, intercept, settings)
         self.ei = self.schemes["ei"]  # the seed's request shape always means the seed's scheme
         self.sas_verifier = SasVerifier()
 
@@ -56,22 +57,22 @@ class ScoringService:
         for scheme in self.schemes.values():
             scheme.close()
 
-    def _scheme_for(self, requested: dict) -> ServerScheme:
-        scheme = self.schemes.get(requested.get("name"))
+    def _scheme_for(self, requested: dict[str, Any]) -> ServerScheme[Any]:
+        """The scheme the request's descriptor names, if it is exactly that scheme's spec."""
+        name = requested.get("name")
+        scheme = self.schemes.get(name) if isinstance(name, str) else None
         if scheme is None:
             raise RequestRejected(
                 400, "unknown_scheme",
-                f"Unknown scheme {str(requested.get('name'))[:40]!r}; this service runs {sorted(self.schemes)}.",
+                f"Unknown scheme {str(name)[:40]!r}; this service runs {sorted(self.schemes)}.",
             )
-        if requested != scheme.descriptor:
-            ours = {"version": scheme.version, **scheme.descriptor["params"]}
-            params = requested.get("params")
-            theirs = {"version": requested.get("version"), **(params if isinstance(params, dict) else {})}
-            differing = sorted(key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key))
+        spec = scheme.spec
+        differing = spec.mismatch(requested)
+        if differing is not None:
             raise RequestRejected(
                 400, "scheme_mismatch",
-                f"The service runs {scheme.label} with other parameters ({', '.join(differing)[:200] or 'shape'} "
-                f"differ); it expects {scheme.descriptor}.",
+                f"The service runs {spec.label} with other parameters ({', '.join(differing)[:200]} "
+                f"differ); it expects {spec.descriptor()}.",
             )
         return scheme
 
@@ -99,13 +100,14 @@ class ScoringService:
             key_cache = "hit" if evaluation.cache_hit else "miss"
             results = scheme.encode_results(evaluation.results)
             total = time.perf_counter() - started
-            status, body = 200, results
+            label = scheme.spec.label
+            body: object = results
             if isinstance(request, ScoreRequest):
-                body = self._response(request, scheme.label, results, evaluation, raw_data, parsed - started, total)
+                body = self._response(request, label, results, evaluation, raw_data, parsed - started, total)
             log.info("score shape=%s status=200 scheme=%s key_cache=%s key_fetch_ms=%.1f compute_ms=%.1f "
-                     "total_ms=%.1f keys=%s", shape, scheme.label, key_cache, evaluation.key_fetch_s * 1e3,
+                     "total_ms=%.1f keys=%s", shape, label, key_cache, evaluation.key_fetch_s * 1e3,
                      evaluation.compute_s * 1e3, total * 1e3, blob_url)
-            return status, body
+            return 200, body
         except RequestRejected as rejected:
             log.info("score shape=%s status=%d error=%s key_cache=%s total_ms=%.1f keys=%s", shape, rejected.status,
                      rejected.code, key_cache, (time.perf_counter() - started) * 1e3, blob_url)
@@ -113,7 +115,7 @@ class ScoringService:
 
     @staticmethod
     def _response(request: ScoreRequest, label: str, results: list[str], evaluation: Evaluation,
-                  raw_data: str | bytes, parse_s: float, total_s: float) -> dict:
+                  raw_data: str | bytes | None, parse_s: float, total_s: float) -> dict[str, Any]:
         return {
             "contract": CONTRACT,
             "scheme": label,
@@ -127,7 +129,7 @@ class ScoringService:
                     "total": round(total_s * 1e3, 3),
                 },
                 "sizes": {
-                    "request_bytes": len(raw_data),
+                    "request_bytes": len(raw_data or b""),
                     "ciphertext_bytes": sum(len(data) for data in request.ciphertexts),
                     "key_bytes": evaluation.key_bytes,
                     "result_bytes": sum(len(item) for item in evaluation.results),

@@ -195,7 +195,9 @@ def _jitter(points: np.ndarray, rng: np.random.Generator, amount: float = 1.0) -
             freq = rng.uniform(0.5, 1.5) * 2 * np.pi / extent
             direction = rng.normal(size=2)
             direction /= np.linalg.norm(direction)
-            wobble[:, axis] += amount * WOBBLE * extent * np.sin(freq * (p @ direction) + rng.uniform(0, 2 * np.pi))
+            wobble[:, axis] += (
+                amount * WOBBLE * extent * np.sin(freq * (p @ direction) + rng.uniform(0, 2 * np.pi))
+            )
     return p + wobble
 
 

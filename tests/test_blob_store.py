@@ -124,6 +124,7 @@ def test_bad_account_key_is_storage_unavailable(azurite) -> None:
     assert "AccountKey" not in info.value.message and "Xby8" not in info.value.message
 
 
+@pytest.mark.slow
 def test_closed_port_fails_fast_with_a_hint() -> None:
     store = PublicKeyStore(azurite_connection_string(closed_port()), "public-keys")
     assert store.is_reachable() is False

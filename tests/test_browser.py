@@ -1,24 +1,31 @@
 """End to end in a real browser: headless Chromium (Playwright) against `streamlit run app.py`.
 
 The app runs against the real local stack (Azurite and the scoring service from tests/conftest.py).
-One test draws a digit on the canvas with mouse strokes; another picks a held-out MNIST digit by
+One test draws a 7 on the canvas with mouse strokes and checks the prediction against the plaintext
+model on the very pixels the canvas holds; another picks a held-out MNIST digit by
 label and checks the prediction against it; one switches the sidebar's scheme to bfv first; one runs
 a small comparison on the Schemes page. Screenshots go to artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from lib.app_state import gallery
+from lib.digits import gallery
+from lib.display import softmax
+from lib.preprocess import to_mnist
 from lib.reference import REFERENCE_MODEL_FILE, load_reference_model
-from lib.schemes import SCHEME_INFO
+from lib.schemes import SPECS
 
 pytestmark = pytest.mark.browser
 
@@ -29,8 +36,8 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 180_000  # key setup plus one encrypted prediction on a busy 2-core machine
-SIZE = re.compile(r"^\d+(\.\d+)? (KB|MB)$")
-DURATION = re.compile(r"^\d+ ms$|^\d+\.\d\d s$")
+SIZE = re.compile(r"^\d+(\.\d+)? (kB|MB)$")
+DURATION = re.compile(r"^\d+(\.\d\d?)? ms$|^\d+\.\d\d? s$")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +52,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, app_server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1900})
+    context = browser.new_context(viewport={"width": 1400, "height": 1900}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(app_server)
@@ -90,7 +97,66 @@ def stroke(page: Page, points: list[tuple[float, float]]) -> None:
     page.mouse.up()
 
 
+def decode_png(data_url_or_bytes: str | bytes) -> np.ndarray:
+    """A PNG or JPEG (bytes, or a base64 data URL) as a numpy array."""
+    raw = (
+        base64.b64decode(data_url_or_bytes.split(";base64,", 1)[1])
+        if isinstance(data_url_or_bytes, str)
+        else data_url_or_bytes
+    )
+    return np.asarray(Image.open(io.BytesIO(raw)))
+
+
+def canvas_image(page: Page) -> np.ndarray:
+    """The drawing exactly as the canvas component reads it: (280, 280, 4) uint8 RGBA.
+
+    streamlit-drawable-canvas 0.13 returns ``image_data`` from its fabric.js drawing canvas
+    (``canvas.dc-canvas.lower-canvas``; the last <canvas>, which takes the mouse, stays blank)
+    rendered at the canvas size without device-pixel-ratio scaling. The page runs at a device
+    pixel ratio of 1, so the element's own pixels are that same image.
+    """
+    layer = page.locator("canvas.dc-canvas.lower-canvas")
+    assert layer.evaluate("c => [c.width, c.height, window.devicePixelRatio]") == [280, 280, 1]
+    image = decode_png(layer.evaluate("c => c.toDataURL('image/png')"))
+    assert image.shape == (280, 280, 4) and image.dtype == np.uint8
+    return image
+
+
+def shown_digit(page: Page) -> np.ndarray:
+    """The 28x28 digit the page shows under "What gets encrypted" (a 4x upscale, served as JPEG), in [0, 1]."""
+    image = page.get_by_test_id("stImage").filter(has_text="What gets encrypted").locator("img")
+    shown = decode_png(page.request.get(image.evaluate("img => img.src")).body()).astype(np.float64)
+    assert shown.shape == (112, 112), shown.shape
+    return shown.reshape(28, 4, 28, 4).mean(axis=(1, 3)).reshape(-1) / 255.0
+
+
+def wait_until_shown(page: Page, pixels: np.ndarray, timeout_s: float = 30.0) -> None:
+    """Wait until the page's 28x28 preview is ``pixels``: the canvas has sent its last stroke.
+
+    The canvas sends its image back after each stroke, a moment later; the preview first shows the
+    drawing after the first stroke. JPEG changes a block mean by well under 3/255.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait_for_idle(page)
+        difference = float(np.max(np.abs(shown_digit(page) - pixels)))
+        if difference <= 3 / 255:
+            return
+        assert time.monotonic() < deadline, (
+            f"the preview never showed the drawing (max difference {difference:.3f})"
+        )
+        page.wait_for_timeout(500)
+
+
+def shown_confidence(page: Page) -> float:
+    """The "Confidence NN%" the page shows, as a fraction."""
+    text = page.get_by_text(re.compile(r"Confidence \d+%")).inner_text()
+    return int(re.search(r"Confidence (\d+)%", text).group(1)) / 100
+
+
 def test_draw_a_digit_and_classify_it(page: Page) -> None:
+    if not REFERENCE_MODEL_FILE.is_file():
+        pytest.skip("needs the plaintext model to check the prediction on the drawn pixels")
     empty = page.get_by_text("Draw one digit on the canvas")
     expect(empty).to_be_visible()
     stroke(page, [(80, 60), (200, 60)])  # a 7: the bar ...
@@ -99,11 +165,22 @@ def test_draw_a_digit_and_classify_it(page: Page) -> None:
     page.get_by_text("What gets encrypted").wait_for(timeout=30_000)
     expect(empty).to_have_count(0)
 
+    # The plaintext model on the very pixels the app encrypts: the canvas, normalised like MNIST.
+    pixels = to_mnist(canvas_image(page))
+    assert pixels.shape == (784,) and pixels.max() > 0.5
+    plain_scores = load_reference_model().scores(pixels)
+    plain = int(np.argmax(plain_scores))
+    assert plain == 7, f"the plaintext model reads the drawn 7 as {plain}"
+    wait_until_shown(page, pixels)  # the app has the whole drawing, not just the bar
+
     page.get_by_role("button", name="Encrypt and classify").click()
     predicted = wait_for_result(page)
-    assert 0 <= predicted <= 9
-    assert SIZE.match(metric(page, "Ciphertext sent")).group(2) == "KB"
-    assert SIZE.match(metric(page, "Public keys uploaded"))  # the default scheme's: KB (SEAL 4) or MB (ei)
+    assert predicted == plain, "the encrypted path must agree with the plaintext model on the drawn pixels"
+    assert metric(page, "Agreement") == f"Yes: both {plain}"
+    # The decrypted scores are the plaintext scores of these pixels (up to noise): same confidence.
+    assert shown_confidence(page) == pytest.approx(softmax(plain_scores)[plain], abs=0.0051)
+    assert SIZE.match(metric(page, "Ciphertext sent")).group(2) == "kB"
+    assert SIZE.match(metric(page, "Public keys uploaded"))  # the default scheme's: kB (SEAL 4) or MB (ei)
     assert SIZE.match(metric(page, "Response"))
     assert DURATION.match(metric(page, "Latency"))
     expect(page.get_by_text("Server: compute on ciphertext")).to_be_visible()  # the waterfall
@@ -145,7 +222,7 @@ def reliable_label() -> int:
 def test_switch_to_bfv_and_classify(page: Page) -> None:
     if not REFERENCE_MODEL_FILE.is_file():
         pytest.skip("needs the plaintext model to choose a label the model gets right")
-    bfv = SCHEME_INFO["bfv"]
+    bfv = SPECS["bfv"]
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_test_id("stRadio").get_by_text(bfv.title, exact=True).click()
     # The page's text follows at once; the sidebar shows the new key once it is made and uploaded.
@@ -165,7 +242,7 @@ def test_switch_to_bfv_and_classify(page: Page) -> None:
     assert predicted == int(load_reference_model().predict(images[[index]])[0]) == label
     expect(page.get_by_text(re.compile(r"Encrypted with\s+" + re.escape(bfv.title)))).to_be_visible()
     assert metric(page, "Agreement").startswith("Yes")
-    assert SIZE.match(metric(page, "Public keys uploaded")).group(2) == "KB"  # no evaluation keys
+    assert SIZE.match(metric(page, "Public keys uploaded")).group(2) == "kB"  # no evaluation keys
     screenshot(page, "browser_bfv.png")
 
 

@@ -1,4 +1,4 @@
-"""lib.comparison: the live scheme comparison.
+"""lib.comparison and lib.comparison_view: the live scheme comparison, its table and charts.
 
 Unit tests use a fake session factory (no services); one integration test runs real ckks and bfv
 sessions against the Azurite and scoring service from tests/conftest.py.
@@ -8,117 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from batch_fakes import Factory, FakeSession, data, run_all, toy_model
 
-from lib.app_state import gallery
-from lib.comparison import (
-    METRICS,
-    ComparisonRun,
-    chart_points,
-    default_digits,
-    format_ratio,
-    format_seconds,
-    metric_rows,
-    ratio,
-    session_factory,
-)
-from lib.errors import ServiceRejected, StorageUnavailable
-from lib.reference import REFERENCE_MODEL_FILE, PlaintextModel, load_reference_model
-from lib.session import Prediction, Stage
+from lib.comparison import ComparisonRun, default_digits, session_factory
+from lib.comparison_view import METRICS, chart_points, latency_points, metric_rows, ratio
+from lib.digits import gallery
+from lib.errors import StorageUnavailable
+from lib.reference import REFERENCE_MODEL_FILE, load_reference_model
 from lib.settings import AppSettings
-
-# Per scheme: (key bytes, server seconds warm, request bytes); a cold request adds a key fetch.
-FAKE = {"ei": (9_000_000, 1.2, 220_000), "ckks": (500_000, 0.01, 40_000), "bfv": (130_000, 0.005, 30_000)}
-
-
-class FakeSession:
-    """An EncryptedSession stand-in: predicts the label the model would, with made-up costs."""
-
-    def __init__(self, scheme: str, model: PlaintextModel, fail_after: int | None = None) -> None:
-        self.scheme_name = scheme
-        self.key_bytes, self._server_s, self._request_bytes = FAKE[scheme]
-        self.setup_timings_s = {"keygen": 2.0 if scheme == "ei" else 0.02, "upload": 0.1}
-        self.model = model
-        self.calls = 0
-        self.closed = False
-        self.fail_after = fail_after
-
-    def predict(self, pixels: np.ndarray) -> Prediction:
-        assert not self.closed
-        if self.fail_after is not None and self.calls >= self.fail_after:
-            raise ServiceRejected(400, "unknown_scheme", "the service does not run this scheme")
-        cache = "miss" if self.calls == 0 else "hit"
-        self.calls += 1
-        scores = self.model.scores(pixels) + 1e-6
-        fetch = 0.1 if cache == "miss" else 0.0
-        stages = [
-            Stage("encrypt", 0.001, "client"),
-            Stage("request", 0.002, "client"),
-            Stage("parse", 0.001, "server"),
-            Stage(f"key fetch (cache {cache})", fetch, "server"),
-            Stage("compute", self._server_s, "server"),
-            Stage("decrypt", 0.0005, "client"),
-        ]
-        return Prediction(
-            scores=scores,
-            label=int(np.argmax(scores)),
-            stages=stages,
-            sizes={
-                "ciphertext_bytes": self._request_bytes // 2,
-                "request_bytes": self._request_bytes,
-                "response_bytes": 2 * self._request_bytes,
-                "result_bytes": self._request_bytes,
-                "key_bytes": self.key_bytes,
-            },
-            key_cache=cache,
-            total_s=sum(s.seconds for s in stages),
-            request_body={},
-        )
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def toy_model() -> PlaintextModel:
-    """Class c scores the mean of pixel block c: easy to predict, deterministic."""
-    coef = np.zeros((10, 784))
-    for c in range(10):
-        coef[c, c * 78 : (c + 1) * 78] = 1.0
-    return PlaintextModel(coef=coef, intercept=np.zeros(10), path=REFERENCE_MODEL_FILE)
-
-
-class Factory:
-    def __init__(
-        self, model: PlaintextModel, fail: dict | None = None, fail_after: dict | None = None
-    ) -> None:
-        self.model = model
-        self.fail = fail or {}
-        self.fail_after = fail_after or {}
-        self.sessions: list[FakeSession] = []
-
-    def __call__(self, scheme: str, progress) -> FakeSession:
-        progress("Generating the key pair", 0.1)
-        if scheme in self.fail:
-            raise self.fail[scheme]
-        session = FakeSession(scheme, self.model, self.fail_after.get(scheme))
-        self.sessions.append(session)
-        return session
-
-
-def data() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 3).astype(np.uint8)
-    images = rng.random((30, 784)).astype(np.float32) * 0.1
-    for i, label in enumerate(labels.tolist()):
-        images[i, label * 78 : (label + 1) * 78] = 1.0  # the toy model gets every digit right
-    return images, labels
-
-
-def run_all(run: ComparisonRun, factory, images, labels, model) -> int:
-    steps = 0
-    while run.active:
-        assert run.step(factory, images, labels, model) is not None
-        steps += 1
-    return steps
 
 
 def test_each_scheme_gets_a_fresh_session_and_cold_and_warm_are_apart() -> None:
@@ -148,15 +45,17 @@ def test_each_scheme_gets_a_fresh_session_and_cold_and_warm_are_apart() -> None:
     key_bytes = next(m for m in METRICS if m.key == "key_bytes")
     assert ratio([ei, ckks, bfv], key_bytes, "ckks") == pytest.approx(500_000 / 9_000_000)
     rows = {row["metric"]: row for row in metric_rows([ei, ckks, bfv])}
-    assert rows["Public keys in blob storage"]["ei"] == "9 MB"
+    assert rows["Public keys in blob storage"]["ei"] == "9.00 MB"
     assert rows["Public keys in blob storage"]["ckks / ei"] == "18× less"
     assert rows["Digits classified"]["ei"] == "2 of 2"
     assert rows["Accuracy"]["bfv"] == "100.0%"
-    assert rows["Server time, key cache warm"]["ckks"] == "11 ms"
+    assert rows["Server time, key cache warm"]["ckks"] == "11.0 ms"
     points = chart_points([ei, ckks, bfv], key_bytes)
     assert [p["scheme"] for p in points] == ["ei", "ckks", "bfv"]
-    assert points[1]["label"] == "500 KB (18× less than ei)" and "×" not in points[0]["label"]
-    assert len(run.latency_rows()) == 12
+    assert points[1]["label"] == "500.0 kB (18× less than ei)" and "×" not in points[0]["label"]
+    strip = latency_points(run.schemes)
+    assert len(strip) == 12
+    assert [p["cache"] for p in strip if p["scheme"] == "ckks"] == ["miss"] + ["hit"] * 4
 
 
 def test_without_ei_there_are_no_ratios() -> None:
@@ -204,18 +103,14 @@ def test_stop_ends_the_scheme_under_way_and_closes_its_session() -> None:
     assert run.summaries()[0].done == 2
 
 
-def test_planning_and_formatting() -> None:
+def test_planning() -> None:
     labels = np.repeat(np.arange(10), 3)
     with pytest.raises(ValueError, match="between 1 and 30"):
         ComparisonRun.plan({"ckks": 31}, labels)
     with pytest.raises(ValueError):
         ComparisonRun.plan({}, labels)
     assert default_digits("ei") < default_digits("ckks") == default_digits("bfv")
-    assert format_seconds(0.00042) == "0.42 ms" and format_seconds(0.0042) == "4.2 ms"
-    assert format_seconds(0.042) == "42 ms" and format_seconds(1.5) == "1.50 s"
-    assert format_ratio(0.0123) == "81× less" and format_ratio(1.0) == "1.0× (same)" and format_ratio(38.2) == "38× more"
-    assert format_ratio(0.5) == "2.0× less" and format_ratio(1234.0) == "1,234× more"
-    assert format_ratio(None) == "–"
+    # The formatting cases that were here are in tests/test_formatting.py (the shared formatters).
 
 
 # --- with the real services --------------------------------------------------------------------
@@ -252,4 +147,4 @@ def test_an_unexpected_failure_is_a_message_not_a_traceback() -> None:
     run = ComparisonRun.plan({"bfv": 2}, labels, seed=0)
     run_all(run, broken, images, labels, model)
     assert run.schemes[0].phase == "failed" and "RuntimeError" in run.schemes[0].error
-    assert "boom" not in run.schemes[0].error
+    assert "boom" not in run.schemes[0].error and "run the comparison again" in run.schemes[0].error

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from lib.contract import build_score_request, build_seed_request, parse_score_response
-from lib.schemes.ei import ei_descriptor
+from lib.schemes import SCHEME_NAMES, descriptor
 from service.contract import ScoreRequest, SeedRequest, parse_request
-from service.schemes.ei import scheme_parameters
 from service.schemes.ei_isolated import Evaluation
 from service.scoring import ScoringService
+from service.shared.specs import SPECS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
 CIPHERTEXT = base64.b64encode(b"\x5e\xa1" + bytes(100)).decode()
@@ -37,17 +37,32 @@ def parse(body: dict):
     return parse_request(json.dumps(body), max_request_bytes=1 << 22, max_ciphertexts=8, max_ciphertext_bytes=1 << 20)
 
 
-def test_both_sides_agree_on_the_ei_scheme_descriptor():
-    assert ei_descriptor() == {"name": "ei", "version": "0.9", "params": scheme_parameters()}
+def documented_descriptors() -> dict:
+    return next(block for block in doc_json_blocks() if isinstance(block, dict) and set(block) == set(SCHEME_NAMES))
+
+
+@pytest.mark.parametrize("name", SCHEME_NAMES)
+def test_every_descriptor_is_exactly_the_documented_json(name):
+    """One spec per scheme: the client sends it, the service expects it, docs/contract.md shows it."""
+    documented = documented_descriptors()[name]
+    assert json.dumps(descriptor(name)) == json.dumps(documented)  # same keys, order and values
+    assert json.dumps(SPECS[name].descriptor()) == json.dumps(documented)
+    assert SPECS[name].mismatch(documented) is None
+    assert list(documented_descriptors()) == list(SCHEME_NAMES)
+
+
+def test_ei_descriptor_is_the_seeds_parameters():
+    assert descriptor("ei") == {"name": "ei", "version": "0.9", "params": {
+        "poly_modulus_degree": 8192, "coeff_modulus_bits": [60, 40, 40, 60], "scale_bits": 40}}
 
 
 def test_client_request_is_what_the_service_parses():
-    body = build_score_request(ei_descriptor(), [CIPHERTEXT], SAS_URL, "ab" * 32)
+    body = build_score_request(descriptor("ei"), [CIPHERTEXT], SAS_URL, "ab" * 32)
     request = parse(body)
     assert isinstance(request, ScoreRequest)
     assert (request.ciphertexts, request.key_url, request.key_sha256) == (
         [base64.b64decode(CIPHERTEXT)], SAS_URL, "ab" * 32)
-    assert request.scheme == ei_descriptor()
+    assert request.scheme == descriptor("ei")
 
 
 def test_seed_request_is_what_the_service_parses():
@@ -59,15 +74,15 @@ def test_seed_request_is_what_the_service_parses():
 
 def test_documented_request_has_the_client_request_shape():
     documented = next(block for block in doc_json_blocks() if isinstance(block, dict) and "keys" in block)
-    built = build_score_request(ei_descriptor(), [CIPHERTEXT], SAS_URL, "ab" * 32)
+    built = build_score_request(descriptor("ei"), [CIPHERTEXT], SAS_URL, "ab" * 32)
     assert shape(documented) == shape(built)
-    assert documented["scheme"] == ei_descriptor()
+    assert documented["scheme"] == descriptor("ei")
 
 
 def service_response(key_cache_hit: bool) -> dict:
     evaluation = Evaluation(results=[b"r" * 7] * 10, cache_hit=key_cache_hit, key_bytes=123, key_fetch_s=0.01,
                             compute_s=0.5)
-    request = ScoreRequest(scheme=ei_descriptor(), ciphertexts=[base64.b64decode(CIPHERTEXT)], key_url=SAS_URL, key_sha256="ab" * 32)
+    request = ScoreRequest(scheme=descriptor("ei"), ciphertexts=[base64.b64decode(CIPHERTEXT)], key_url=SAS_URL, key_sha256="ab" * 32)
     return ScoringService._response(request, "ei-0.9", ["cg=="] * 10, evaluation, "x" * 99, 0.001, 0.6)
 
 

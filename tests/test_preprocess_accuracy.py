@@ -39,9 +39,10 @@ PER_CLASS = 100  # 1,000 digits in all
 CONDITION_PER_CLASS = 20  # 200 digits per condition
 SEED = 2024
 
-pytestmark = pytest.mark.skipif(
-    not SHARED_TEST_SET.is_dir(), reason=f"the real MNIST test set is not at {SHARED_TEST_SET}"
-)
+pytestmark = [
+    pytest.mark.skipif(not SHARED_TEST_SET.is_dir(), reason=f"the real MNIST test set is not at {SHARED_TEST_SET}"),
+    pytest.mark.slow,  # whole-test-set sweeps
+]
 
 
 def balanced_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The scheme interface from both sides: every client half against its service half, in process.
 
 Round trips, agreement with the plaintext model on real MNIST test digits (1,000 for ckks and
-bfv, 20 for the slow seed scheme), the descriptors the two sides agree on, refusals of foreign
-or malformed inputs, and the bfv mask: a crafted unit-vector query must not reveal a weight.
+bfv, 20 for the slow seed scheme), the one spec both sides hold, refusals of foreign or
+malformed inputs, and the bfv mask: a crafted unit-vector query must not reveal a weight.
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ from tenseal import sealapi as sa
 
 from lib.errors import InvalidInput
 from lib.mnist_data import SHARED_TEST_SET, load_test_set
-from lib.schemes import SCHEME_INFO, SCHEME_NAMES, new_client
-from lib.schemes.bfv import bfv_descriptor
-from lib.schemes.ckks import ckks_descriptor
-from lib.schemes.ei import ei_descriptor
+from lib.schemes import SCHEME_NAMES, descriptor, new_client
+from lib.schemes import SPECS as CLIENT_SPECS
 from service.errors import RequestRejected
 from service.key_source import KeyReference
 from service.schemes import build_schemes
-from service.schemes.bfv import BfvScheme, output_coefficients, quantised_model, weight_polynomials
+from service.schemes.bfv import BfvScheme, quantised_model, weight_polynomials
 from service.schemes.ckks import CkksScheme
 from service.schemes.ei import EiScheme
-from service.schemes.seal4 import FILES, load_object
 from service.scoring import load_model
 from service.settings import ServiceSettings
+from service.shared.seal4 import FILES, galois_element, load_object, plaintext_from_coefficients
+from service.shared.specs import BFV, SPECS
+
+OUTPUT_COEFFICIENTS = list(BFV.params.output_coefficients)
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model"
 CACHE = 64 << 20
@@ -88,22 +89,38 @@ def plaintext_scores(model, pixels: np.ndarray, scheme: str) -> np.ndarray:
     return pixels @ coef.T + intercept
 
 
-# --- the descriptors: one per scheme, the same on both sides ---------------------------------------
+# --- the descriptors: one spec per scheme, held by both sides ----------------------------------------
 
 
-def test_both_sides_agree_on_every_descriptor(model) -> None:
+def test_both_sides_hold_the_one_spec_of_every_scheme(model) -> None:
+    """The client's request descriptor and the service's expected one are derived from one object."""
     coef, intercept = model
     schemes = build_schemes(coef, intercept, ServiceSettings.from_env())
     try:
-        service_side = {name: scheme.descriptor for name, scheme in schemes.items()}
+        assert list(schemes) == list(SCHEME_NAMES) == list(SPECS) == list(CLIENT_SPECS)
+        for name, scheme in schemes.items():
+            client = new_client(name)
+            assert scheme.spec is type(client).spec is SPECS[name] is CLIENT_SPECS[name]
+            assert scheme.spec.mismatch(client.descriptor) is None  # what the client sends is what the service runs
+            assert client.descriptor == scheme.spec.descriptor() == descriptor(name) == SPECS[name].descriptor()
+            assert client.scheme_id == scheme.spec.label == f"{name}-{scheme.spec.version}"
+            assert client.result_count == scheme.spec.result_count
     finally:
         for scheme in schemes.values():
             scheme.close()
-    client_side = {"ei": ei_descriptor(), "ckks": ckks_descriptor(), "bfv": bfv_descriptor()}
-    assert service_side == client_side
-    assert set(client_side) == set(SCHEME_NAMES) == set(SCHEME_INFO)
     for name in ("ckks", "bfv"):
-        assert client_side[name]["params"]["security_bits"] == 128
+        assert descriptor(name)["params"]["security_bits"] == 128
+
+
+def test_descriptors_are_fresh_copies() -> None:
+    """A caller that changes a descriptor changes neither the spec nor what the service expects."""
+    for name in SCHEME_NAMES:
+        sent = descriptor(name)
+        sent["params"]["coeff_modulus_bits"].append(1)
+        sent["version"] = "changed"
+        assert descriptor(name) != sent
+        assert SPECS[name].mismatch(descriptor(name)) is None
+        assert SPECS[name].mismatch(sent) == ["coeff_modulus_bits", "version"]
 
 
 def test_unknown_scheme_is_refused_by_the_client() -> None:
@@ -126,6 +143,7 @@ def test_round_trip_matches_the_plaintext_model(name: str, model, servers) -> No
         json.dumps(client, default=lambda o: o.__reduce__())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ckks", "bfv"])
 def test_agreement_on_1000_real_test_digits(name: str, model, servers, test_digits) -> None:
     images, labels = test_digits
@@ -144,6 +162,7 @@ def test_agreement_on_1000_real_test_digits(name: str, model, servers, test_digi
     assert correct >= 900
 
 
+@pytest.mark.slow
 def test_ei_agreement_on_20_real_test_digits(model, ei_server, test_digits) -> None:
     images, _ = test_digits
     client = new_client("ei")
@@ -213,14 +232,12 @@ def leaked_weights(coefficients: np.ndarray, model, pixel: int) -> int:
     # x = X^(pixel mod 392) in that half, so the product is P shifted by that much (negacyclic).
     shift = pixel % 392
     expected = np.concatenate([-half_weights[4096 - shift :], half_weights[: 4096 - shift]]) % 2**32
-    nonzero = (expected != 0) & ~np.isin(np.arange(4096), output_coefficients())
+    nonzero = (expected != 0) & ~np.isin(np.arange(4096), OUTPUT_COEFFICIENTS)
     return int((coefficients[nonzero] == expected[nonzero]).sum())
 
 
 def unit_query(client, pixel: int) -> list[str]:
     """A crafted query: the plaintext with a single 1 (no bias term), what a malicious client sends."""
-    from lib.schemes.seal4 import plaintext_from_coefficients
-
     texts = []
     for half in range(2):
         coefficients = np.zeros(393, dtype=np.uint64)
@@ -249,11 +266,11 @@ def test_bfv_unit_vector_query_reveals_no_weight(model) -> None:
     # With it, only chance matches of a uniform value mod 2^32 remain (expected: 0).
     with_mask = coefficients(masked)
     assert leaked_weights(with_mask, model, pixel) <= 2
-    others = np.delete(with_mask, output_coefficients())
+    others = np.delete(with_mask, OUTPUT_COEFFICIENTS)
     assert len(np.unique(others)) > 4000 and abs(others.mean() / 2**31 - 1) < 0.05  # uniform-looking
     # ... and the outputs are still right: a unit query legitimately returns w[c, pixel] (no bias sent).
     weights, _ = quantised_model(coef, intercept)
-    assert (with_mask[output_coefficients()] == weights[:, pixel] % 2**32).all()
+    assert (with_mask[OUTPUT_COEFFICIENTS] == weights[:, pixel] % 2**32).all()
 
 
 def test_bfv_result_is_rerandomised_so_c1_does_not_give_away_the_weights(model) -> None:
@@ -328,12 +345,10 @@ def test_foreign_or_broken_public_material_is_refused(name: str, servers) -> Non
 
 
 def test_ckks_keys_without_a_needed_rotation_are_refused(servers) -> None:
-    from lib.schemes.ckks import _galois_element
-
     client = new_client("ckks")
     keygen_context = client._context
     keygen = sa.KeyGenerator(keygen_context)
-    partial = FILES.to_bytes(keygen.create_galois_keys([_galois_element(1)]))
+    partial = FILES.to_bytes(keygen.create_galois_keys([galois_element(1, 4096)]))
     server = servers["ckks"]
     with pytest.raises(RequestRejected, match="lack the rotation"):
         server.evaluate(keys_of(partial, "partial"), server.decode_ciphertexts(decoded(client.encrypt(np.zeros(784)))))
@@ -373,17 +388,18 @@ def request_body(descriptor: dict, ciphertexts: list[str]) -> str:
 
 @pytest.mark.parametrize("name", ["ei", "ckks", "bfv"])
 def test_service_refuses_mismatched_parameters(name: str, scoring_service_in_process) -> None:
-    descriptor = {"ei": ei_descriptor, "ckks": ckks_descriptor, "bfv": bfv_descriptor}[name]()
+    expected = descriptor(name)
     ciphertexts = ["XqE="]
-    mismatches = {"version": {**descriptor, "version": "99"}}
-    for key, value in descriptor["params"].items():
+    mismatches = {"version": {**expected, "version": "99"}}
+    for key, value in expected["params"].items():
         changed = value + 1 if isinstance(value, int) else (value[:-1] if isinstance(value, list) else value + "x")
-        mismatches[key] = {**descriptor, "params": {**descriptor["params"], key: changed}}
-    mismatches["extra parameter"] = {**descriptor, "params": {**descriptor["params"], "extra": 1}}
+        mismatches[key] = {**expected, "params": {**expected["params"], key: changed}}
+    mismatches["extra parameter"] = {**expected, "params": {**expected["params"], "extra": 1}}
+    mismatches["extra field"] = {**expected, "extra": 1}
     for label, sent in mismatches.items():
         status, body = scoring_service_in_process.handle(request_body(sent, ciphertexts))
         assert (status, body["error"]) == (400, "scheme_mismatch"), label
         assert name in body["message"]
-    status, body = scoring_service_in_process.handle(request_body({**descriptor, "name": "paillier"}, ciphertexts))
+    status, body = scoring_service_in_process.handle(request_body({**expected, "name": "paillier"}, ciphertexts))
     assert (status, body["error"]) == (400, "unknown_scheme")
     assert "bfv" in body["message"] and "ckks" in body["message"]

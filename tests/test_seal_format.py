@@ -4,7 +4,8 @@ import zlib
 
 import pytest
 
-from service.schemes.seal3_format import COMPR_NONE, COMPR_ZLIB, SealFormatError, check_objects, read_header
+from service.shared.seal3 import check_objects
+from service.shared.seal_header import COMPR_NONE, COMPR_ZLIB, SealFormatError, read_header
 
 
 def sealed(payload: bytes, compressed: bool = True, version=(3, 5), magic=0xA15E) -> bytes:

@@ -23,9 +23,9 @@ import requests
 from azure.storage.blob import BlobServiceClient
 from test_session import MODEL_PATH, ContractScorer
 
-from lib.schemes.seal4 import FILES
 from lib.session import EncryptedSession
 from lib.settings import AppSettings
+from service.shared.seal4 import FILES
 
 
 def secret_forms(session: EncryptedSession) -> dict[str, bytes]:
@@ -151,6 +151,7 @@ def run_and_check(
         assert_no_secret(forms, f"the service log {service_log}", service_log.read_bytes())
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_secret_key_stays_in_process_with_contract_scorer(
     azurite,
@@ -163,7 +164,7 @@ def test_secret_key_stays_in_process_with_contract_scorer(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scheme", ["ei", "ckks", "bfv"])
+@pytest.mark.parametrize("scheme", [pytest.param("ei", marks=pytest.mark.slow), "ckks", "bfv"])
 def test_secret_key_stays_in_process_with_real_service(
     scheme: str,
     azurite,

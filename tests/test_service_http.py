@@ -83,6 +83,7 @@ def digit():
     return rng.random(784) * (rng.random(784) > 0.6)
 
 
+@pytest.mark.slow
 def test_seed_notebook_client_works_unchanged(scoring_service, azurite, blob_service, model, digit):
     """The how-to's client code, verbatim in spirit: only the URL and the connection string change."""
     conn_str, container_name = azurite.connection_string, CONTAINER
@@ -106,6 +107,7 @@ def test_seed_notebook_client_works_unchanged(scoring_service, azurite, blob_ser
     assert int(np.argmax(results)) == int(np.argmax(coef @ digit + intercept))
 
 
+@pytest.mark.slow
 def test_sas_request_returns_scores_timings_and_sizes(scoring_service, azurite, client, uploaded_keys, model,
                                                       digit):
     key_id, public_keys = uploaded_keys
@@ -131,6 +133,7 @@ def test_sas_request_returns_scores_timings_and_sizes(scoring_service, azurite, 
     assert np.max(np.abs(scores - (coef @ digit + intercept))) <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_new_upload_to_the_same_blob_cannot_change_cached_keys(azurite, client, blob_service, model, digit):
     """Keys are cached by (blob, SHA-256): overwriting the blob cannot swap another client's keys.
 
@@ -231,6 +234,7 @@ def _bad_requests(azurite, client, blob_service, uploaded_keys, digit):
     ]
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(scoring_service, azurite, client, blob_service,
                                                                    uploaded_keys, model, digit):
     cases = _bad_requests(azurite, client, blob_service, uploaded_keys, digit)

@@ -349,6 +349,7 @@ def digit() -> np.ndarray:
     return np.random.default_rng(5).random(784).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_start_uploads_public_keys(fake_session: tuple[EncryptedSession, ContractScorer], azurite) -> None:
     session, _ = fake_session
@@ -365,6 +366,7 @@ def test_start_uploads_public_keys(fake_session: tuple[EncryptedSession, Contrac
     assert session.key_id in repr(session) and "sig=" not in repr(session)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_predict_matches_plaintext_model(
     fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray
@@ -385,6 +387,8 @@ def test_predict_matches_plaintext_model(
     ]
     assert all(s.seconds >= 0 for s in first.stages)
     assert sum(s.seconds for s in first.stages) <= first.total_s + 0.05
+    assert first.stage_seconds("compute") == first.stages[4].seconds
+    assert first.server_seconds == pytest.approx(sum(s.seconds for s in first.stages[2:5]))
     assert first.sizes["key_bytes"] == session.key_bytes
     assert first.sizes["request_bytes"] > first.sizes["ciphertext_bytes"] > 100_000
     assert first.sizes["response_bytes"] > first.sizes["result_bytes"] > 10 * 100_000
@@ -395,6 +399,7 @@ def test_predict_matches_plaintext_model(
     np.testing.assert_allclose(second.scores, first.scores, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_request_body_is_ciphertexts_and_sas_only(
     fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray, azurite
@@ -411,6 +416,7 @@ def test_request_body_is_ciphertexts_and_sas_only(
     assert "AccountKey" not in text and azurite.connection_string.split("AccountKey=")[1][:20] not in text
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_sas_close_to_expiry_is_renewed(
     fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray
@@ -422,6 +428,7 @@ def test_sas_close_to_expiry_is_renewed(
     assert scorer.received[-1]["keys"]["url"] == session._sas_url
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_lost_blob_is_uploaded_again(
     fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray
@@ -434,6 +441,7 @@ def test_lost_blob_is_uploaded_again(
     assert blob_status(session._sas_url) == 200
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_rotate_and_close_delete_blobs(azurite, digit: np.ndarray) -> None:
     settings = AppSettings(blob_connection_string=azurite.connection_string, blob_container="session-tests")
@@ -483,7 +491,7 @@ def real_service(request: pytest.FixtureRequest):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scheme", ["ei", "ckks", "bfv"])
+@pytest.mark.parametrize("scheme", [pytest.param("ei", marks=pytest.mark.slow), "ckks", "bfv"])
 def test_real_service_prediction(scheme: str, azurite, real_service, digit: np.ndarray) -> None:
     with np.load(MODEL_PATH) as model:
         coef, intercept = model["coef"], model["intercept"]

@@ -1,4 +1,5 @@
-"""Altair charts for the pages (data in, chart out; the rows come from ``lib.display``)."""
+"""Altair charts for the pages (data in, chart out; the rows come from ``lib.display`` and
+``lib.comparison_view``, the labels from ``lib.formatting``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from lib.display import WaterfallRow, human_seconds
+from lib.display import WaterfallRow
+from lib.formatting import format_seconds
 
 ACCENT = "#4fc3f7"  # the theme's primary colour
 MUTED = "#5b6475"
@@ -54,7 +56,7 @@ def waterfall_chart(rows: Sequence[WaterfallRow]) -> alt.TopLevelMixin:
                 "where": "app, once per session" if r.phase == "Once per session" else r.where,
                 "start_ms": r.start_s * 1e3,
                 "end_ms": r.end_s * 1e3,
-                "label": human_seconds(r.seconds),
+                "label": format_seconds(r.seconds),
                 "order": i,
             }
             for i, r in enumerate(rows)
@@ -131,6 +133,7 @@ def comparison_bars(points: Sequence[dict], title: str, unit: str, log_scale: bo
     if len(frame) == 0:
         frame = pd.DataFrame({"scheme": [], "value": [], "label": []})
     x_max = float(frame["value"].max()) if len(frame) else 1.0
+    ticks: list[float] | None
     if log_scale:
         low = 10.0 ** np.floor(np.log10(float(frame["value"].min()) if len(frame) else 0.1))
         # Room on the right for the text labels: a log axis needs a multiplicative margin.
@@ -143,14 +146,19 @@ def comparison_bars(points: Sequence[dict], title: str, unit: str, log_scale: bo
         scale = alt.Scale(domain=[0, max(x_max, 1.0 if unit == "fraction" else x_max) * 1.6])
         ticks = [0.0, 0.5, 1.0] if unit == "fraction" else None
         frame = frame.assign(start=0.0)
-    axis = alt.Axis(values=ticks, labelExpr=_AXIS_LABELS.get(unit, "datum.label"), grid=True, title=None)
+    axis = alt.Axis(
+        values=alt.Undefined if ticks is None else ticks,  # Undefined: altair picks the ticks (None is invalid)
+        labelExpr=_AXIS_LABELS.get(unit, "datum.label"),
+        grid=True,
+        title=None,
+    )
     base = alt.Chart(frame).encode(
         y=alt.Y("scheme:N", title=None, sort=None, axis=alt.Axis(labelFontSize=13)),
     )
     bars = base.mark_bar(height=18, cornerRadius=2).encode(
         x=alt.X("start:Q", scale=scale, axis=axis),
         x2="value:Q",
-        color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"]), legend=None),
+        color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"].tolist()), legend=None),
         tooltip=[alt.Tooltip("scheme:N"), alt.Tooltip("label:N", title=title)],
     )
     text = base.mark_text(align="left", dx=4, fontSize=12, color="#e6e6e6").encode(
@@ -179,7 +187,7 @@ def latency_strip(rows: Sequence[dict]) -> alt.Chart:
                 "seconds:Q", title="end to end per digit (log scale)", scale=alt.Scale(type="log"), axis=axis
             ),
             y=alt.Y("scheme:N", title=None, sort=None, axis=alt.Axis(labelFontSize=13)),
-            color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"]), legend=None),
+            color=alt.Color("scheme:N", scale=_scheme_scale(frame["scheme"].tolist()), legend=None),
             opacity=alt.condition(alt.datum.cache == "miss", alt.value(1.0), alt.value(0.55)),
             tooltip=[alt.Tooltip("scheme:N"), alt.Tooltip("seconds:Q", format=".4f"), alt.Tooltip("cache:N")],
         )

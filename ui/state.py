@@ -1,22 +1,25 @@
 """Streamlit glue shared by every page: the session's AppState, the sidebar, the health banner.
 
-The logic is in ``lib.app_state`` (no Streamlit there); this module only keeps one ``AppState``
-per browser session in ``st.session_state`` and renders it.
+The logic is in ``lib.app_state`` and the modules it uses (no Streamlit there); this module only
+keeps one ``AppState`` per browser session in ``st.session_state`` and renders it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from lib.app_state import START_STACK, AppState, Health, KeyStatus, scheme_title
-from lib.display import human_bytes
+from lib.app_state import AppState
 from lib.errors import DemoError, SettingsError
-from lib.schemes import SCHEME_INFO, SCHEME_NAMES
+from lib.formatting import format_bytes
+from lib.health import START_STACK, Health
+from lib.reference import PlaintextModel, ReferenceUnavailable, load_reference_model
+from lib.schemes import SCHEME_NAMES, SPECS
+from lib.session_key import KeyStatus, Progress
+from lib.view_models import scheme_title
 
 _STATE = "app_state"
 SCHEME_CHOICE = "scheme_choice"  # the sidebar's scheme radio
@@ -102,7 +105,7 @@ def _key_panel(state: AppState, status: KeyStatus) -> None:
         st.markdown(
             f"**Scheme** {scheme_title(status.scheme)}  \n"
             f"**Key id** `{status.key_id}`  \n"
-            f"**Public keys** {human_bytes(status.key_bytes)}, uploaded once  \n"
+            f"**Public keys** {format_bytes(status.key_bytes)}, uploaded once  \n"
             f"**Read-only SAS expires** {_expires(status.sas_expires_at)}"
         )
         st.markdown("**Stored at** (blob URL, without the SAS)")
@@ -152,7 +155,7 @@ def _scheme_panel(state: AppState) -> None:
         help="Switching makes a new key pair for that scheme in the background, uploads its public "
         "material and deletes the old key's blob.",
     )
-    info = SCHEME_INFO[state.scheme]
+    info = SPECS[state.scheme]
     st.caption(f"{info.summary} ({info.library})")
     st.markdown(f"**Security** {info.security}  \n**In blob storage** {info.public_material}")
 
@@ -187,7 +190,7 @@ def sidebar(state: AppState, banner: Any) -> None:
         panel()
 
 
-def key_progress(placeholder: Any) -> Callable[[str, float], None]:
+def key_progress(placeholder: Any) -> Progress:
     """A progress callback that shows key setup in ``placeholder`` while a prediction waits for it."""
 
     def show(message: str, fraction: float) -> None:
@@ -197,3 +200,13 @@ def key_progress(placeholder: Any) -> Callable[[str, float], None]:
         )
 
     return show
+
+
+def reference_model(missing_note: str = "") -> PlaintextModel | None:
+    """The plaintext model for the reference columns; None, with a caption saying why, if unreadable."""
+    try:
+        return load_reference_model()
+    except ReferenceUnavailable as exc:
+        st.caption(f"{exc.message} {missing_note}".strip())
+        return None
+

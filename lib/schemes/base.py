@@ -3,20 +3,22 @@
 A client scheme object *is* one key pair: it is made by key generation, hands out the public
 material that goes to blob storage, encrypts a 784-pixel image into base64 ciphertexts and
 decrypts the service's result ciphertexts into 10 scores. The secret key never leaves it: no
-method returns it, ``repr`` shows only the key id, and it refuses to be pickled.
+method returns it, ``repr`` shows only the key id, and it refuses to be pickled. What the scheme
+*is* (name, version, parameters, layout) is its ``SchemeSpec``, shared with the service.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from lib.errors import InvalidInput
+from service.shared.specs import N_CLASSES, N_FEATURES, SchemeSpec
 
-N_FEATURES = 784
-N_CLASSES = 10
+__all__ = ["N_CLASSES", "N_FEATURES", "ClientScheme", "KeyPair", "checked_pixels", "checked_results"]
 
 
 class ClientScheme(Protocol):
@@ -46,6 +48,38 @@ class ClientScheme(Protocol):
 
     def decrypt(self, results: Sequence[str]) -> np.ndarray:
         """Check and decrypt the service's result ciphertexts into 10 float64 scores."""
+
+
+class KeyPair:
+    """What every client half shares: its spec, a lock for its native objects, and safekeeping.
+
+    Subclasses set ``spec`` and provide ``key_id``; ``repr`` shows only the key id, and pickling
+    or copying is refused, so the secret key cannot leave the object by accident.
+    """
+
+    spec: ClassVar[SchemeSpec[Any]]
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one native call at a time on this key
+        self.scheme_id = self.spec.label  # ``name-version``, as the service echoes it in responses
+        self.result_count = self.spec.result_count  # result ciphertexts per response
+
+    @property
+    def key_id(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key_id={self.key_id!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} holds a secret key and cannot be pickled or copied")
+
+    @property
+    def descriptor(self) -> dict[str, Any]:
+        """The spec's descriptor, sent with every request (a fresh copy)."""
+        return self.spec.descriptor()
 
 
 def checked_pixels(x: object, n_features: int = N_FEATURES) -> np.ndarray:

@@ -5,76 +5,42 @@ constant 1 (for the bias) in ciphertext 0, pixels 392-783 in ciphertext 1, both 
 the secret key in seeded form. The public material is the *public encryption key*: the service
 uses it only to re-randomise the masked result (service/schemes/bfv.py says why). Class c's score,
 times 255 * 2^15, is coefficient 392 + 393 c of the single result; all others are random.
+Parameters: ``BFV`` in service/shared/specs.py, the one definition both halves hold.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from tenseal import sealapi as sa
 
 from lib.schemes.base import N_FEATURES, checked_pixels, checked_results
-from lib.schemes.seal4 import FILES, Seal4Client, load_result, make_context, plaintext_from_coefficients
+from lib.schemes.seal4 import Seal4Client, load_result
+from service.shared.seal4 import FILES, plaintext_from_coefficients
+from service.shared.specs import BFV
 
-POLY_MODULUS_DEGREE = 4096
-COEFF_MODULUS_BITS = [36, 36, 37]
-PLAIN_MODULUS_BITS = 32
-PIXEL_LEVELS = 255
-WEIGHT_SCALE_BITS = 15
-PIXELS_PER_CIPHERTEXT = 392
-OUTPUT_COEFFICIENTS = [PIXELS_PER_CIPHERTEXT + (PIXELS_PER_CIPHERTEXT + 1) * c for c in range(10)]
+P = BFV.params
 _MAX_RESULT_BYTES = 512 * 1024  # a real result is about 90 KB
-
-
-def bfv_descriptor() -> dict[str, Any]:
-    """The descriptor this client sends; the service must run exactly these parameters."""
-    return {
-        "name": "bfv",
-        "version": "1",
-        "params": {
-            "library": "SEAL 4 (tenseal.sealapi)",
-            "security_bits": 128,
-            "poly_modulus_degree": POLY_MODULUS_DEGREE,
-            "coeff_modulus_bits": list(COEFF_MODULUS_BITS),
-            "plain_modulus_bits": PLAIN_MODULUS_BITS,
-            "pixel_levels": PIXEL_LEVELS,
-            "weight_scale_bits": WEIGHT_SCALE_BITS,
-            "pixels_per_ciphertext": PIXELS_PER_CIPHERTEXT,
-            "output_coefficients": list(OUTPUT_COEFFICIENTS),
-        },
-    }
+_OUTPUTS = list(P.output_coefficients)
+_SCALE = P.pixel_levels * 2.0**P.weight_scale_bits
 
 
 def quantise_pixels(pixels: np.ndarray) -> np.ndarray:
     """Pixels in [0, 1] as integers 0..255 (what the scheme computes on)."""
-    return np.rint(pixels * PIXEL_LEVELS).astype(np.uint64)
+    return np.rint(pixels * P.pixel_levels).astype(np.uint64)
 
 
 class BfvClient(Seal4Client):
     """One BFV key pair: keygen in the constructor, then public_material, encrypt, decrypt."""
 
-    name = "bfv"
-    version = "1"
-    result_count = 1
+    spec = BFV
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._context = make_context("bfv", POLY_MODULUS_DEGREE, COEFF_MODULUS_BITS, PLAIN_MODULUS_BITS)
-        keygen = sa.KeyGenerator(self._context)
-        secret = keygen.secret_key()
-        self._secret_key = secret  # stays in this object; only encryptor and decryptor use it
+    def _make_public_material(self, keygen: sa.KeyGenerator) -> bytes:
         public_key = sa.PublicKey()
         keygen.create_public_key(public_key)
-        self._public = FILES.to_bytes(public_key)
-        self._encryptor = sa.Encryptor(self._context, secret)
-        self._decryptor = sa.Decryptor(self._context, secret)
-
-    @property
-    def descriptor(self) -> dict[str, Any]:
-        return bfv_descriptor()
+        return FILES.to_bytes(public_key)
 
     def public_material(self) -> bytes:
         """The public encryption key (for the service's re-randomisation; it cannot decrypt)."""
@@ -82,12 +48,13 @@ class BfvClient(Seal4Client):
 
     def encrypt(self, x: np.ndarray) -> list[str]:
         levels = quantise_pixels(checked_pixels(x, N_FEATURES))
+        width = P.pixels_per_ciphertext
         texts = []
         for half in range(2):
-            coefficients = np.zeros(PIXELS_PER_CIPHERTEXT + 1, dtype=np.uint64)
-            coefficients[:PIXELS_PER_CIPHERTEXT] = levels[half * PIXELS_PER_CIPHERTEXT : (half + 1) * PIXELS_PER_CIPHERTEXT]
+            coefficients = np.zeros(width + 1, dtype=np.uint64)
+            coefficients[:width] = levels[half * width : (half + 1) * width]
             if half == 0:
-                coefficients[PIXELS_PER_CIPHERTEXT] = 1  # multiplies the bias
+                coefficients[width] = 1  # multiplies the bias
             with self._lock:
                 plaintext = plaintext_from_coefficients(coefficients, self._context)
                 data = FILES.to_bytes(self._encryptor.encrypt_symmetric(plaintext))
@@ -100,8 +67,8 @@ class BfvClient(Seal4Client):
         with self._lock:  # (the noise margin of the service's result is proven in tests/test_schemes.py)
             plaintext = sa.Plaintext()
             self._decryptor.decrypt(ciphertext, plaintext)
-            raw = np.array([plaintext.data(i) if i < plaintext.coeff_count() else 0 for i in OUTPUT_COEFFICIENTS],
+            raw = np.array([plaintext.data(i) if i < plaintext.coeff_count() else 0 for i in _OUTPUTS],
                            dtype=np.int64)
-        modulus = 1 << PLAIN_MODULUS_BITS
+        modulus = 1 << P.plain_modulus_bits
         signed = np.where(raw >= modulus // 2, raw - modulus, raw)
-        return signed.astype(np.float64) / (PIXEL_LEVELS * 2.0**WEIGHT_SCALE_BITS)
+        return signed.astype(np.float64) / _SCALE

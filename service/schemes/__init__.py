@@ -1,9 +1,12 @@
 """The schemes this service runs, by name: ``ei`` (the seed's), ``ckks`` and ``bfv`` (SEAL 4).
 
-Every scheme implements the server half of the scheme interface (service/schemes/base.py);
+Every scheme implements the server half of the scheme interface (service/schemes/base.py) for
+the one ``SchemeSpec`` that defines it (service/shared/specs.py, shared with the client);
 docs/contract.md describes each one's parameters, layout and public material.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -16,12 +19,14 @@ from service.settings import ServiceSettings
 __all__ = ["ServerScheme", "build_schemes"]
 
 
-def build_schemes(coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings) -> dict[str, ServerScheme]:
+def build_schemes(
+    coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings
+) -> dict[str, ServerScheme[Any]]:
     """One instance of every scheme for this worker, sharing the key-cache budget."""
     share = settings.key_cache_bytes // 2
-    schemes: list[ServerScheme] = [
+    schemes: list[ServerScheme[Any]] = [
         EiScheme(coef, intercept, settings.compute_threads, share),
         CkksScheme(coef, intercept, share // 2),
         BfvScheme(coef, intercept, share // 2),
     ]
-    return {scheme.name: scheme for scheme in schemes}
+    return {scheme.spec.name: scheme for scheme in schemes}

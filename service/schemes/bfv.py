@@ -1,6 +1,7 @@
 """The ``bfv`` scheme, server half: Microsoft SEAL 4 BFV with coefficient packing, no evaluation keys.
 
-Layout (the client half in lib/schemes/bfv.py writes the same one; docs/contract.md):
+Parameters and layout: ``BFV`` in service/shared/specs.py, which the client half in
+lib/schemes/bfv.py holds too (docs/contract.md):
 - Pixels are quantised to 0..255. The first 392 go into ciphertext 0 as the polynomial
   sum_i x_i X^i, with a constant 1 at X^392 for the bias; the other 392 go into ciphertext 1.
 - For half h the service builds the plaintext P_h = sum_c X^(o_c) sum_j w_(c, 392h+j) X^(-j),
@@ -28,67 +29,37 @@ from collections.abc import Callable
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import FILES, Seal4Scheme, load_object, make_context, plaintext_from_coefficients
+from service.schemes.seal4 import Seal4Scheme
+from service.shared.seal4 import FILES, load_object, make_context, plaintext_from_coefficients
+from service.shared.specs import BFV
 
-POLY_MODULUS_DEGREE = 4096
-COEFF_MODULUS_BITS = [36, 36, 37]  # SEAL's BFVDefault for N=4096 at 128 bits
-PLAIN_MODULUS_BITS = 32
-PIXEL_LEVELS = 255
-WEIGHT_SCALE_BITS = 15
-PIXELS_PER_CIPHERTEXT = 392
-N_CLASSES = 10
-N_FEATURES = 784
-CLASS_SPACING = PIXELS_PER_CIPHERTEXT + 1
-
-
-def output_coefficients() -> list[int]:
-    """Where class c's score is in the result polynomial."""
-    return [PIXELS_PER_CIPHERTEXT + CLASS_SPACING * c for c in range(N_CLASSES)]
-
-
-def descriptor() -> dict:
-    """The scheme descriptor requests must repeat."""
-    return {
-        "name": "bfv",
-        "version": "1",
-        "params": {
-            "library": "SEAL 4 (tenseal.sealapi)",
-            "security_bits": 128,
-            "poly_modulus_degree": POLY_MODULUS_DEGREE,
-            "coeff_modulus_bits": COEFF_MODULUS_BITS,
-            "plain_modulus_bits": PLAIN_MODULUS_BITS,
-            "pixel_levels": PIXEL_LEVELS,
-            "weight_scale_bits": WEIGHT_SCALE_BITS,
-            "pixels_per_ciphertext": PIXELS_PER_CIPHERTEXT,
-            "output_coefficients": output_coefficients(),
-        },
-    }
+P = BFV.params
 
 
 def quantised_model(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer weights round(w * 2^15) and biases round(b * 255 * 2^15)."""
-    scale = 2.0**WEIGHT_SCALE_BITS
-    return np.rint(coef * scale).astype(np.int64), np.rint(intercept * PIXEL_LEVELS * scale).astype(np.int64)
+    scale = 2.0**P.weight_scale_bits
+    return np.rint(coef * scale).astype(np.int64), np.rint(intercept * P.pixel_levels * scale).astype(np.int64)
 
 
 def score_bound(weights: np.ndarray, biases: np.ndarray) -> int:
     """The largest |score| in fixed point any 0..255 image can produce."""
-    positive = PIXEL_LEVELS * np.clip(weights, 0, None).sum(axis=1) + np.clip(biases, 0, None)
-    negative = PIXEL_LEVELS * np.clip(-weights, 0, None).sum(axis=1) + np.clip(-biases, 0, None)
+    positive = P.pixel_levels * np.clip(weights, 0, None).sum(axis=1) + np.clip(biases, 0, None)
+    negative = P.pixel_levels * np.clip(-weights, 0, None).sum(axis=1) + np.clip(-biases, 0, None)
     return int(max(positive.max(), negative.max()))
 
 
 def weight_polynomials(weights: np.ndarray, biases: np.ndarray) -> list[np.ndarray]:
     """P_0 and P_1 as signed integer coefficient vectors of length N."""
     polynomials = []
-    offsets = np.array(output_coefficients())
-    reversed_index = np.arange(PIXELS_PER_CIPHERTEXT)
+    width = P.pixels_per_ciphertext
+    reversed_index = np.arange(width)
     for half in range(2):
-        poly = np.zeros(POLY_MODULUS_DEGREE, dtype=np.int64)
-        for c, offset in enumerate(offsets):
-            poly[offset - reversed_index] = weights[c, half * PIXELS_PER_CIPHERTEXT + reversed_index]
+        poly = np.zeros(P.poly_modulus_degree, dtype=np.int64)
+        for c, offset in enumerate(P.output_coefficients):
+            poly[offset - reversed_index] = weights[c, half * width + reversed_index]
             if half == 0:
-                poly[offset - PIXELS_PER_CIPHERTEXT] = biases[c]
+                poly[offset - width] = biases[c]
         polynomials.append(poly)
     return polynomials
 
@@ -191,35 +162,33 @@ class MaskRefiller:
         self._thread.join(timeout=5)
 
 
-class BfvScheme(Seal4Scheme):
+class BfvScheme(Seal4Scheme[Rerandomiser]):
     """Two ct x pt products, summed, masked and re-randomised into one result ciphertext."""
 
-    name = "bfv"
-    version = "1"
-    ciphertext_count = 2
+    spec = BFV
     ntt_form = False
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, cache_bytes: int, *,
                  mask_result: bool = True) -> None:
         """``mask_result=False`` exists only so the test can show what the mask protects."""
         super().__init__(cache_bytes)
-        self.descriptor = descriptor()
         self.mask_result = mask_result
-        self.context = make_context("bfv", POLY_MODULUS_DEGREE, COEFF_MODULUS_BITS, PLAIN_MODULUS_BITS)
+        self.context = make_context(P)
         weights, biases = quantised_model(coef, intercept)
         bound = score_bound(weights, biases)
-        if 2 * bound >= 1 << PLAIN_MODULUS_BITS:
-            raise ValueError(f"the model's fixed-point scores reach {bound}; t = 2^{PLAIN_MODULUS_BITS} is too small")
+        if 2 * bound >= 1 << P.plain_modulus_bits:
+            raise ValueError(f"the model's fixed-point scores reach {bound}; t = 2^{P.plain_modulus_bits} is too small")
         self._evaluator = sa.Evaluator(self.context)
-        plain_modulus = 1 << PLAIN_MODULUS_BITS
+        plain_modulus = 1 << P.plain_modulus_bits
         self._products = []
         for poly in weight_polynomials(weights, biases):
             plaintext = plaintext_from_coefficients(np.mod(poly, plain_modulus).astype(np.uint64), self.context)
             in_ntt = sa.Plaintext()
             self._evaluator.transform_to_ntt(plaintext, self.context.first_parms_id(), in_ntt)
             self._products.append(in_ntt)
-        self._keep = np.ones(POLY_MODULUS_DEGREE, dtype=bool)
-        self._keep[output_coefficients()] = False
+        self._keep = np.ones(P.poly_modulus_degree, dtype=bool)
+        self._keep[list(P.output_coefficients)] = False
+        self._mask_bits = np.uint64((1 << P.plain_modulus_bits) - 1)
         self._refiller = MaskRefiller()
 
     def close(self) -> None:
@@ -237,7 +206,7 @@ class BfvScheme(Seal4Scheme):
 
     def fresh_mask(self) -> sa.Plaintext:
         """Uniform random coefficients mod t (from the OS), zero at the output coefficients."""
-        mask = np.frombuffer(os.urandom(8 * POLY_MODULUS_DEGREE), dtype="<u8") & np.uint64((1 << PLAIN_MODULUS_BITS) - 1)
+        mask = np.frombuffer(os.urandom(8 * P.poly_modulus_degree), dtype="<u8") & self._mask_bits
         return plaintext_from_coefficients(np.where(self._keep, mask, np.uint64(0)), self.context)
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: Rerandomiser) -> list[bytes]:

@@ -1,6 +1,7 @@
 """The ``ckks`` scheme, server half: Microsoft SEAL 4 CKKS, one ciphertext in, one out.
 
-Layout (the client half in lib/schemes/ckks.py writes the same one; docs/contract.md):
+Parameters and layout: ``CKKS`` in service/shared/specs.py, which the client half in
+lib/schemes/ckks.py holds too (docs/contract.md):
 - N = 4096 gives 2048 slots. The request holds the 784 pixels, zero-padded to 1024, twice
   (slots 0-1023 and 1024-2047), so a rotation of the whole vector rotates each copy.
 - The 10 class rows are split over the two halves, 8 row positions per half (rows 8-15 unused
@@ -18,74 +19,35 @@ from __future__ import annotations
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import (
-    FILES,
-    Seal4Scheme,
-    SealObjectError,
-    galois_element,
-    load_object,
-    make_context,
-)
+from service.schemes.seal4 import Seal4Scheme
+from service.shared.seal4 import FILES, SealFormatError, galois_element, load_object, make_context
+from service.shared.specs import CKKS, N_CLASSES, N_FEATURES
 
-POLY_MODULUS_DEGREE = 4096
-COEFF_MODULUS_BITS = [54, 55]  # one data prime, one special prime for key switching: 109 bits
-INPUT_SCALE_BITS = 24
-WEIGHT_SCALE_BITS = 21
-BLOCK = 1024  # pixels padded to this; two copies fill the 2048 slots
-ROWS_PER_HALF = 8
-SUM_STEPS = [8, 16, 32, 64, 128, 256, 512]
-GALOIS_STEPS = [1, *SUM_STEPS]
-N_CLASSES = 10
-N_FEATURES = 784
-
-
-def output_slots() -> list[int]:
-    """Where class c's score is: slot c for c < 8, slot 1024 + c - 8 after."""
-    return [c if c < ROWS_PER_HALF else BLOCK + c - ROWS_PER_HALF for c in range(N_CLASSES)]
-
-
-def descriptor() -> dict:
-    """The scheme descriptor requests must repeat."""
-    return {
-        "name": "ckks",
-        "version": "1",
-        "params": {
-            "library": "SEAL 4 (tenseal.sealapi)",
-            "security_bits": 128,
-            "poly_modulus_degree": POLY_MODULUS_DEGREE,
-            "coeff_modulus_bits": COEFF_MODULUS_BITS,
-            "input_scale_bits": INPUT_SCALE_BITS,
-            "weight_scale_bits": WEIGHT_SCALE_BITS,
-            "galois_steps": GALOIS_STEPS,
-            "output_slots": output_slots(),
-        },
-    }
+P = CKKS.params
 
 
 def diagonals(coef: np.ndarray) -> np.ndarray:
     """The 8 pre-rotated diagonals P_k, shape (8, 2048)."""
-    padded = np.zeros((2 * ROWS_PER_HALF, BLOCK))
+    rows, block = P.rows_per_half, P.block
+    padded = np.zeros((2 * rows, block))
     padded[:N_CLASSES, :N_FEATURES] = coef
-    slot = np.arange(2 * BLOCK)
-    row = slot % ROWS_PER_HALF + ROWS_PER_HALF * (slot // BLOCK)
-    column = slot % BLOCK
-    return np.stack([np.roll(padded[row, (column + k) % BLOCK], k) for k in range(ROWS_PER_HALF)])
+    slot = np.arange(2 * block)
+    row = slot % rows + rows * (slot // block)
+    column = slot % block
+    return np.stack([np.roll(padded[row, (column + k) % block], k) for k in range(rows)])
 
 
-class CkksScheme(Seal4Scheme):
+class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
     """Evaluates the linear model on one CKKS ciphertext with 8 products and 14 rotations."""
 
-    name = "ckks"
-    version = "1"
-    ciphertext_count = 1
+    spec = CKKS
     ntt_form = True
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, cache_bytes: int) -> None:
         super().__init__(cache_bytes)
-        self.descriptor = descriptor()
-        self.context = make_context("ckks", POLY_MODULUS_DEGREE, COEFF_MODULUS_BITS)
+        self.context = make_context(P)
         bound = np.abs(coef).sum(axis=1).max() + np.abs(intercept).max()
-        headroom = COEFF_MODULUS_BITS[0] - INPUT_SCALE_BITS - WEIGHT_SCALE_BITS - 1
+        headroom = P.coeff_modulus_bits[0] - P.input_scale_bits - P.weight_scale_bits - 1
         if bound >= 2.0**headroom:
             raise ValueError(f"the model's scores can reach {bound:.0f}; ckks has room for {2**headroom}")
         self._evaluator = sa.Evaluator(self.context)
@@ -94,33 +56,35 @@ class CkksScheme(Seal4Scheme):
         self._diagonals = []
         for values in diagonals(coef):
             plaintext = sa.Plaintext()
-            encoder.encode(values.tolist(), parms_id, 2.0**WEIGHT_SCALE_BITS, plaintext)
+            encoder.encode(values.tolist(), parms_id, 2.0**P.weight_scale_bits, plaintext)
             self._diagonals.append(plaintext)
-        bias = np.zeros(2 * BLOCK)
-        bias[output_slots()] = intercept
+        bias = np.zeros(2 * P.block)
+        bias[list(P.output_slots)] = intercept
         self._bias = sa.Plaintext()
-        encoder.encode(bias.tolist(), parms_id, 2.0 ** (INPUT_SCALE_BITS + WEIGHT_SCALE_BITS), self._bias)
-        self._elements = [galois_element(step, POLY_MODULUS_DEGREE) for step in GALOIS_STEPS]
+        encoder.encode(bias.tolist(), parms_id, 2.0 ** (P.input_scale_bits + P.weight_scale_bits), self._bias)
+        self._elements = [galois_element(step, P.poly_modulus_degree) for step in P.galois_steps]
 
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
-        if ciphertext.scale != 2.0**INPUT_SCALE_BITS:
-            raise SealObjectError(f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{INPUT_SCALE_BITS}")
+        if ciphertext.scale != 2.0**P.input_scale_bits:
+            raise SealFormatError(
+                f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{P.input_scale_bits}"
+            )
 
     def load_keys(self, blob: bytes) -> sa.GaloisKeys:
         """The client's Galois keys: valid for this context and holding every rotation needed."""
         keys = sa.GaloisKeys()
         load_object(keys, blob, self.context, "Galois keys")
-        missing = [step for step, element in zip(GALOIS_STEPS, self._elements, strict=True)
+        missing = [step for step, element in zip(P.galois_steps, self._elements, strict=True)
                    if not keys.has_key(element)]
         if missing:
-            raise SealObjectError(f"Galois keys lack the rotation(s) {missing}")
+            raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
         return keys
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: sa.GaloisKeys) -> list[bytes]:
         (x,) = ciphertexts
         evaluator = self._evaluator
         acc = None
-        for k in range(ROWS_PER_HALF - 1, -1, -1):
+        for k in range(P.rows_per_half - 1, -1, -1):
             term = sa.Ciphertext()
             evaluator.multiply_plain(x, self._diagonals[k], term)
             if acc is not None:
@@ -128,7 +92,7 @@ class CkksScheme(Seal4Scheme):
             if k > 0:
                 evaluator.rotate_vector_inplace(term, 1, keys)
             acc = term
-        for step in SUM_STEPS:
+        for step in P.sum_steps:
             rotated = sa.Ciphertext()
             evaluator.rotate_vector(acc, step, keys, rotated)
             evaluator.add_inplace(acc, rotated)

@@ -34,11 +34,11 @@ _EVALUATE_TIMEOUT_S = 300.0
 
 def _child_loop(conn_in: Connection, conn_out: Connection) -> None:
     """The child's loop: ("eval", cache_key, ciphertexts, keys or None) → reply tuple."""
-    from service.schemes.ei_native import EiNativeEvaluator, to_native_buffer
+    from service.schemes.ei_native import CtypesBuffer, EiNativeEvaluator, to_native_buffer
 
     coef, intercept, threads, cache_bytes = conn_in.recv()
     evaluator = EiNativeEvaluator(coef, intercept, threads)
-    cache = KeyCache(cache_bytes)
+    cache: KeyCache[tuple[CtypesBuffer, int]] = KeyCache(cache_bytes)
     conn_out.send(("ready",))
     while True:
         try:
@@ -81,28 +81,28 @@ class IsolatedEvaluator:
         self._args = (np.asarray(coef, dtype=np.float64), np.asarray(intercept, dtype=np.float64), threads,
                       cache_bytes)
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
         self._ready = False
         self.restarts = 0
-        self._start()
+        self._process, self._tx, self._rx = self._start()
 
-    def _start(self) -> None:
+    def _start(self) -> tuple[subprocess.Popen[bytes], Connection, Connection]:
         """Start the child as a fresh interpreter (no fork of a threaded server, no __main__ re-import)."""
         to_child_read, to_child_write = os.pipe()
         from_child_read, from_child_write = os.pipe()
         root = str(Path(__file__).resolve().parents[2])  # the folder that holds service/
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         code = f"from service.schemes.ei_isolated import child_entry; child_entry({to_child_read}, {from_child_write})"
-        self._process = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(to_child_read, from_child_write), env=env, cwd=root,
             stdin=subprocess.DEVNULL,
         )
         os.close(to_child_read)
         os.close(from_child_write)
-        self._tx = Connection(to_child_write, readable=False)
-        self._rx = Connection(from_child_read, writable=False)
-        self._tx.send(self._args)
+        tx = Connection(to_child_write, readable=False)
+        rx = Connection(from_child_read, writable=False)
+        tx.send(self._args)
         self._ready = False
+        return process, tx, rx
 
     def wait_ready(self) -> None:
         """Block until the child has built its native instances."""
@@ -122,7 +122,7 @@ class IsolatedEvaluator:
         self.restarts += 1
         self._stop_child()
         log.warning("native evaluator died (exit code %s); restarted", self._process.returncode)
-        self._start()
+        self._process, self._tx, self._rx = self._start()
 
     def _stop_child(self) -> None:
         for conn in (self._tx, self._rx):
