@@ -1,0 +1,212 @@
+"""``python -m scripts.benchmark``: options, the local stack, the run, the report and the charts."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from scripts.benchmark import __doc__ as overview
+from scripts.benchmark.results import WORKERS, Measured
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FIGURES = ROOT / "artifacts" / "benchmark"
+
+
+def parse_schemes(text: str, known: Sequence[str]) -> list[str]:
+    """'ei,ckks' -> ['ei', 'ckks'] in the given order, without repeats; unknown names raise ValueError."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in known:
+            raise ValueError(f"unknown scheme {name!r}; known: {', '.join(known)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("no scheme given")
+    return names
+
+
+def build_parser(known: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.benchmark", description=(overview or "").split("\n\n")[0].replace("``", "")
+    )
+    parser.add_argument(
+        "--schemes",
+        default=",".join(known),
+        help=f"comma-separated schemes to measure (default {','.join(known)})",
+    )
+    parser.add_argument("--warm", type=int, default=5, help="warm repetitions per path (default 5)")
+    parser.add_argument(
+        "--skip-reference",
+        action="store_true",
+        help="do not run the seed's EIServer.predict (about 20 s); no ratios then",
+    )
+    parser.add_argument(
+        "--reference-runs", type=int, default=1, help="EIServer.predict runs (about 20 s each)"
+    )
+    parser.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=5.0,
+        help="length of each scheme's throughput window, after warm-up; 0 skips it (default 5)",
+    )
+    parser.add_argument(
+        "--throughput-clients",
+        type=int,
+        default=8,
+        help="concurrent HTTP clients for the throughput (default 8)",
+    )
+    parser.add_argument(
+        "--accuracy-digits",
+        type=int,
+        default=10,
+        help="real MNIST test digits sent over HTTP per scheme (default 10)",
+    )
+    figures = parser.add_mutually_exclusive_group()
+    figures.add_argument(
+        "--figures",
+        type=Path,
+        default=DEFAULT_FIGURES,
+        metavar="DIR",
+        help="folder for the PNG and SVG charts (default artifacts/benchmark/)",
+    )
+    figures.add_argument("--no-figures", action="store_true", help="do not write the charts")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options, checked; ``--schemes`` becomes a list."""
+    from lib.schemes import SCHEME_NAMES
+
+    parser = build_parser(SCHEME_NAMES)
+    args = parser.parse_args(argv)
+    try:
+        args.schemes = parse_schemes(args.schemes, SCHEME_NAMES)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if min(args.warm, args.reference_runs, args.throughput_clients, args.accuracy_digits) < 1:
+        parser.error("--warm, --reference-runs, --throughput-clients and --accuracy-digits must be >= 1")
+    return args
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM/SIGHUP raises KeyboardInterrupt; later ones are ignored so clean-up finishes."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.fired:
+            print("still stopping the local stack ...", file=sys.stderr, flush=True)
+            return
+        self.fired = True
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the stack, measure every scheme (and the reference), print the report, write the charts."""
+    from lib.blob_store import PublicKeyStore
+    from lib.reference import load_reference_model
+    from lib.settings import AppSettings
+    from scripts.benchmark.cpu import CpuMeter
+    from scripts.benchmark.measure import Bench, load_digits
+    from scripts.benchmark.report import render
+    from scripts.local_stack import LocalStack, free_port
+    from service.scoring import ScoringService, load_model
+    from service.settings import ServiceSettings
+
+    coef, intercept = load_model(ROOT / "service" / "model")
+    digits = load_digits(args.accuracy_digits)
+    results: dict[str, Measured] = {}
+    reference: Measured | None = None
+
+    with contextlib.ExitStack() as cleanup:
+        stack_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="benchmark-"))
+        azurite_port = free_port()
+        env = dict(os.environ, ALLOWED_BLOB_HOSTS=f"127.0.0.1:{azurite_port}")
+        print(f"starting Azurite and the scoring service ({WORKERS} workers) on free ports ...", flush=True)
+        stack = LocalStack(
+            azurite_port=azurite_port,
+            scoring_port=free_port(),
+            workers=WORKERS,
+            stack_dir=Path(stack_dir),
+            env=env,
+        )
+        cleanup.callback(stack.stop)  # registered before start: a Ctrl-C while starting stops it too
+        stack.start()
+        settings = AppSettings(blob_connection_string=stack.connection_string, scoring_url=stack.scoring_url)
+        store = PublicKeyStore(settings.blob_connection_string, settings.blob_container)
+        store.ensure_container()
+
+        os.environ["ALLOWED_BLOB_HOSTS"] = env["ALLOWED_BLOB_HOSTS"]  # for the in-process service
+        service = ScoringService(coef, intercept, ServiceSettings.from_env())
+        cleanup.callback(service.close)
+        service.wait_ready()
+
+        meter = CpuMeter(proc.pid for proc in (stack.azurite_proc, stack.scoring_proc) if proc is not None)
+        run_start = meter.snapshot()
+        bench = Bench(
+            settings=settings,
+            store=store,
+            service=service,
+            model=load_reference_model(),
+            digits=digits,
+            meter=meter,
+            warm=args.warm,
+            throughput_seconds=args.throughput_seconds,
+            throughput_clients=args.throughput_clients,
+            reference_runs=args.reference_runs,
+        )
+        for name in args.schemes:
+            results[name] = bench.scheme(name)
+        if not args.skip_reference:
+            reference = bench.reference(coef, intercept)
+        other_cpu = meter.other_share(run_start)
+        print("stopping the local stack ...", flush=True)
+
+    print(
+        render(
+            results,
+            reference,
+            digits,
+            warm=args.warm,
+            clients=args.throughput_clients,
+            reference_runs=args.reference_runs,
+            other_cpu=other_cpu,
+        )
+    )
+    if not args.no_figures:
+        from scripts.benchmark.figures import write_figures
+
+        paths = write_figures(args.figures, reference, list(results.values()))
+        print(f"\ncharts: {', '.join(str(path) for path in paths)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options and run, stopping everything started on Ctrl-C, SIGTERM or SIGHUP."""
+    args = parse_args(argv)
+    handler = _StopOnSignal()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything the benchmark started has been stopped", file=sys.stderr)
+        return 130
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
