@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE test command: installs the dev tools (scripts/setup.sh --dev), lints, runs pytest.
+# THE test command: installs the dev tools (scripts/setup.sh --dev), lints, type-checks, runs pytest.
 # Extra arguments go to pytest, e.g.  scripts/run_tests.sh tests/test_local_stack.py -x
 # The integration tests start their own Azurite and scoring service on free ports.
 set -euo pipefail
@@ -9,6 +9,9 @@ bash scripts/setup.sh --dev
 
 echo "run_tests: ruff check ."
 .venv/bin/ruff check .
+
+echo "run_tests: mypy (lib, service, ui, scripts, pages, app.py)"
+.venv/bin/mypy
 
 echo "run_tests: pytest $*"
 status=0
