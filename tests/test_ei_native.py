@@ -126,3 +126,12 @@ def test_scheme_refuses_bad_ciphertexts_and_key_blobs_before_native_code(public_
         }
     finally:
         scheme.close()
+
+
+def test_closing_before_the_child_is_ready_ends_it_cleanly(model, capfd: pytest.CaptureFixture[str]) -> None:
+    """Closed at once (e.g. a worker shutting down during start-up): the child exits 0, no traceback."""
+    coef, intercept = model
+    evaluator = IsolatedEvaluator(coef, intercept, threads=1, cache_bytes=1 << 20)
+    evaluator.close()  # the child is still building its native evaluator: its "ready" meets a closed pipe
+    assert evaluator._process.returncode == 0
+    assert "Traceback" not in capfd.readouterr().err

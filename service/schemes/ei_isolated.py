@@ -71,7 +71,10 @@ def child_entry(read_fd: int, write_fd: int) -> None:
     (it closes the pipe), so the child ignores SIGINT instead of printing a traceback.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _child_loop(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    try:
+        _child_loop(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    except (BrokenPipeError, EOFError):
+        return  # the parent closed the pipe (e.g. closed before the child was ready): nobody to tell
 
 
 class IsolatedEvaluator:
