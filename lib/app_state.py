@@ -49,7 +49,7 @@ class AppState:
     ) -> None:
         self.settings = settings
         self._store = PublicKeyStore(settings.blob_connection_string, settings.blob_container)
-        self._scorer = ScoringClient(settings.scoring_url, settings.scoring_timeout_s)
+        self._scorer = ScoringClient.from_settings(settings)
         self.key = SessionKey(settings, starter, scheme)
         self.health: Health | None = None
         self.last: Classified | None = None

@@ -23,6 +23,8 @@ class Health:
     scoring_ok: bool
     storage_endpoint: str
     scoring_url: str
+    scoring_refuses_key: bool = False
+    """The service answered 401/403: it is up, but wants a (different) SCORING_KEY."""
 
     @property
     def all_ok(self) -> bool:
@@ -38,7 +40,13 @@ class Health:
                 f"cannot be uploaded. Start it with {START_STACK}, or point BLOB_CONNECTION_STRING at a "
                 "storage account. The app notices by itself when it is back."
             )
-        if not self.scoring_ok:
+        if self.scoring_refuses_key:
+            messages.append(
+                f"The scoring service at {self.scoring_url} answers but refuses this app's requests (HTTP "
+                "401/403): set SCORING_KEY to the endpoint's key (`az ml online-endpoint get-credentials -n "
+                "<endpoint>`), then reload this page."
+            )
+        elif not self.scoring_ok:
             messages.append(
                 f"The scoring service at {self.scoring_url} is not reachable, so nothing can be classified. "
                 f"Start it with {START_STACK}, or check SCORING_URL. The app notices by itself when it is back."
@@ -50,10 +58,11 @@ def check_health(store: PublicKeyStore, scorer: ScoringClient) -> Health:
     """Probe both services at once; each probe gives up after about two seconds."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="health") as pool:
         storage = pool.submit(store.is_reachable)
-        scoring = pool.submit(scorer.is_healthy)
+        scoring = pool.submit(scorer.probe)
         return Health(
             storage_ok=storage.result(),
-            scoring_ok=scoring.result(),
+            scoring_ok=scoring.result() == "healthy",
             storage_endpoint=store.endpoint,
             scoring_url=scorer.url,
+            scoring_refuses_key=scoring.result() == "unauthorized",
         )

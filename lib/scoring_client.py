@@ -3,6 +3,9 @@
 The only module that talks to the service. It sends JSON, measures the round trip and the bytes
 each way, and turns every failure into a domain error: unreachable or slow -> ServiceUnavailable,
 a refusal (the contract's ``{"error", "message"}`` body) or an unusable answer -> ServiceRejected.
+With an endpoint key (``SCORING_KEY``) every call carries ``Authorization: Bearer <key>``, as Azure
+ML managed endpoints require; the key appears in no message, ``repr`` or log, and redirects are
+never followed, so it goes to the configured host only.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from lib.errors import ServiceRejected, ServiceUnavailable
+from lib.settings import AppSettings
 
 __all__ = ["ScoreCall", "ScoringClient"]
 
@@ -41,15 +45,26 @@ class ScoreCall:
 class ScoringClient:
     """Calls one scoring URL over a kept-alive ``requests.Session``."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, key: str = "") -> None:
         self.url = url
         self.timeout_s = float(timeout_s)
         self._http = requests.Session()
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
         parts = urlsplit(url)
         self.base_url = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
 
+    @classmethod
+    def from_settings(cls, settings: AppSettings) -> ScoringClient:
+        """The client for the app's SCORING_URL, SCORING_TIMEOUT_S and SCORING_KEY."""
+        return cls(settings.scoring_url, settings.scoring_timeout_s, settings.scoring_key)
+
+    @property
+    def sends_key(self) -> bool:
+        """Whether calls carry an endpoint key (never the key itself)."""
+        return bool(self._auth)
+
     def __repr__(self) -> str:
-        return f"ScoringClient(url={self.url!r}, timeout_s={self.timeout_s})"
+        return f"ScoringClient(url={self.url!r}, timeout_s={self.timeout_s}, sends_key={self.sends_key})"
 
     def __enter__(self) -> Self:
         return self
@@ -74,7 +89,7 @@ class ScoringClient:
             response = self._http.post(
                 self.url,
                 data=payload,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                headers={"Content-Type": "application/json", "Accept": "application/json", **self._auth},
                 timeout=(min(_CONNECT_TIMEOUT_S, self.timeout_s), self.timeout_s),
                 allow_redirects=False,
                 stream=True,
@@ -95,6 +110,8 @@ class ScoringClient:
         round_trip = time.perf_counter() - started
 
         status = response.status_code
+        if status in (401, 403):
+            raise self._unauthorized(status)
         if status != 200:
             raise self._rejection(status, content)
         try:
@@ -119,6 +136,20 @@ class ScoringClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _unauthorized(self, status: int) -> ServiceRejected:
+        """A 401/403: say what to set (the gateway's body is not quoted; the key never is)."""
+        if self.sends_key:
+            why = (
+                "it refused the endpoint key in SCORING_KEY. Set SCORING_KEY to the endpoint's current key "
+                "(`az ml online-endpoint get-credentials -n <endpoint>`; keys change when regenerated)."
+            )
+        else:
+            why = (
+                "it needs an endpoint key. Set SCORING_KEY (environment or .streamlit/secrets.toml) to the "
+                "endpoint's key (`az ml online-endpoint get-credentials -n <endpoint>`)."
+            )
+        return ServiceRejected(status, "unauthorized", why)
+
     @staticmethod
     def _rejection(status: int, content: bytes) -> ServiceRejected:
         """The contract's ``{"error", "message"}`` body, or a generic rejection if there is none."""
@@ -136,10 +167,18 @@ class ScoringClient:
         code = "server_error" if status >= 500 else "http_error"
         return ServiceRejected(status, code, f"HTTP {status} without a JSON error body ({text!r}).")
 
+    def probe(self) -> Literal["healthy", "unauthorized", "down"]:
+        """``GET /`` on the service's base URL within two seconds: 200 ``Healthy``, a 401/403, or neither."""
+        try:
+            response = self._http.get(
+                self.base_url, headers=self._auth, timeout=_HEALTH_TIMEOUT_S, allow_redirects=False
+            )
+        except requests.RequestException:
+            return "down"
+        if response.status_code in (401, 403):
+            return "unauthorized"
+        return "healthy" if response.status_code == 200 and "healthy" in response.text.lower() else "down"
+
     def is_healthy(self) -> bool:
         """True if ``GET /`` on the service's base URL answers 200 ``Healthy`` within two seconds."""
-        try:
-            response = self._http.get(self.base_url, timeout=_HEALTH_TIMEOUT_S, allow_redirects=False)
-        except requests.RequestException:
-            return False
-        return response.status_code == 200 and "healthy" in response.text.lower()
+        return self.probe() == "healthy"

@@ -123,7 +123,7 @@ class EncryptedSession:
     ) -> EncryptedSession:
         """Make a key pair of ``scheme``, upload its public material and sign a read-only SAS URL for it."""
         store = store or PublicKeyStore(settings.blob_connection_string, settings.blob_container)
-        scorer = scorer or ScoringClient(settings.scoring_url, settings.scoring_timeout_s)
+        scorer = scorer or ScoringClient.from_settings(settings)
         session = cls(settings, store, scorer, scheme)
         try:
             session._new_key(progress or _noop)

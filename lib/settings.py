@@ -107,6 +107,31 @@ def _check_connection_string(value: str) -> None:
         )
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_scoring_key(key: object, scoring_url: str) -> None:
+    """An endpoint key is printable text without spaces, and goes over https (or to this machine) only.
+
+    The messages never quote the key.
+    """
+    if not isinstance(key, str):
+        raise SettingsError("SCORING_KEY must be text (the endpoint's key).")
+    if not key:
+        return
+    if len(key) > 4096 or not key.isprintable() or any(c.isspace() for c in key):
+        raise SettingsError(
+            "SCORING_KEY must be the endpoint's key as one line without spaces (at most 4096 characters); "
+            "copy it again from `az ml online-endpoint get-credentials`."
+        )
+    parts = urlsplit(scoring_url)
+    if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise SettingsError(
+            f"SCORING_URL is plain http to {parts.hostname}, so SCORING_KEY would travel unencrypted: "
+            "use the endpoint's https:// URL."
+        )
+
+
 def _to_float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         raise SettingsError(f"{name} must be a number of seconds, got {value!r}.")
@@ -161,6 +186,8 @@ class AppSettings:
     blob_connection_string: str = field(default_factory=_default_connection_string, repr=False)
     blob_container: str = "public-keys"
     scoring_url: str = "http://127.0.0.1:5001/score"
+    scoring_key: str = field(default="", repr=False)
+    """The endpoint key (Azure ML managed endpoints require one), sent as ``Authorization: Bearer``."""
     scoring_timeout_s: float = 120.0
     sas_ttl_minutes: int = 60
 
@@ -177,6 +204,7 @@ class AppSettings:
         if not isinstance(self.scoring_url, str):
             raise SettingsError(f"SCORING_URL must be a URL, got {self.scoring_url!r}.")
         _check_http_url("SCORING_URL", self.scoring_url)
+        _check_scoring_key(self.scoring_key, self.scoring_url)
         object.__setattr__(self, "scoring_timeout_s", _to_float("SCORING_TIMEOUT_S", self.scoring_timeout_s))
         object.__setattr__(self, "sas_ttl_minutes", _to_int("SAS_TTL_MINUTES", self.sas_ttl_minutes))
 

@@ -66,9 +66,9 @@ def _health_banner(health: Health | None) -> None:
         st.error(message, icon=":material/cloud_off:")
 
 
-def _service_line(ok: bool, name: str, where: str) -> None:
+def _service_line(ok: bool, name: str, where: str, refuses_key: bool = False) -> None:
     mark = ":green[●]" if ok else ":red[●]"
-    verdict = "reachable" if ok else "**not reachable**"
+    verdict = "reachable" if ok else "**refuses the endpoint key**" if refuses_key else "**not reachable**"
     st.markdown(f"{mark} **{name}**: {verdict}")
     st.caption(f"`{where}`")
 
@@ -180,8 +180,13 @@ def sidebar(state: AppState, banner: Any) -> None:
         st.markdown("#### Services")
         if current_health is not None:
             _service_line(current_health.storage_ok, "Blob storage", current_health.storage_endpoint)
-            _service_line(current_health.scoring_ok, "Scoring service", current_health.scoring_url)
-            if not current_health.all_ok:
+            _service_line(
+                current_health.scoring_ok,
+                "Scoring service",
+                current_health.scoring_url,
+                current_health.scoring_refuses_key,
+            )
+            if not current_health.storage_ok or not (current_health.scoring_ok or current_health.scoring_refuses_key):
                 st.caption(f"Start them with {START_STACK}.")
         _key_panel(state, state.key.status())
 
