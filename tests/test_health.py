@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from http_stub import serve
 
 from lib.blob_store import PublicKeyStore
 from lib.health import START_STACK, Health, check_health
@@ -31,10 +31,8 @@ class _Healthy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def healthy_url() -> Iterator[str]:
-    with ThreadingHTTPServer(("127.0.0.1", 0), _Healthy) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield f"http://127.0.0.1:{server.server_address[1]}/score"
-        server.shutdown()
+    with serve(_Healthy) as url:
+        yield f"{url}/score"
 
 
 def test_problems_name_each_service_that_is_down_and_what_to_do() -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from http_stub import serve
 from streamlit.testing.v1 import AppTest
 
 from lib.blob_store import PublicKeyStore
@@ -56,12 +56,8 @@ class KeyedEndpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), KeyedEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/score"
-    server.shutdown()
-    server.server_close()
+    with serve(KeyedEndpoint) as url:
+        yield f"{url}/score"
 
 
 def test_the_key_goes_as_a_bearer_header(endpoint: str) -> None:

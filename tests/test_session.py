@@ -17,11 +17,10 @@ import base64
 import ctypes
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 import requests
 from encrypted.inference.internal import einative
+from http_stub import serve
 
 from lib.blob_store import strip_sas
 from lib.contract import CONTRACT, build_score_request, build_seed_request, parse_score_response
@@ -187,12 +187,8 @@ class StubHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def stub_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(StubHandler) as url:
+        yield url
 
 
 def test_scoring_client_success(stub_url: str) -> None:
