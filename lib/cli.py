@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.digits import DigitInput
 from lib.errors import DemoError, InvalidInput
 from lib.formatting import format_bytes, format_factor, format_seconds
 from lib.preprocess import load_image_file, to_mnist
@@ -60,6 +61,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.image is not None:
         pixels, truth = to_mnist(load_image_file(args.image)), None
         print(f"image: {args.image}")
+    elif args.gallery_index is not None:
+        digit = DigitInput.from_gallery(args.gallery_index)
+        pixels, truth = digit.pixels, digit.true_label
+        print(f"held-out gallery digit #{args.gallery_index} (real MNIST, never trained on), true label: {truth}")
     else:
         pixels, truth = _mnist_digit(args.mnist_index, Path(args.idx_dir))
         print(f"MNIST test digit #{args.mnist_index}, true label: {truth}")
@@ -100,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--mnist-index", type=int, metavar="N", help="digit N of the MNIST test set")
     source.add_argument("--image", type=Path, metavar="PATH", help="an image file of a digit")
+    source.add_argument(
+        "--gallery-index", type=int, metavar="N", help="digit N of the app's held-out gallery (ships with the app)"
+    )
     predict.add_argument(
         "--idx-dir",
         default=str(DEFAULT_IDX_DIR),

