@@ -3,6 +3,7 @@
 # here and no image registry, so the base image is made once from Debian packages (debootstrap).
 #   scripts/container.sh          install the tools if missing, make the base image once, build the image
 #   scripts/container.sh base     only the tools and the base image
+#   scripts/container.sh app      the Streamlit app's image (app.Dockerfile, context: the repository)
 # Settings (environment): IMAGE (localhost/encrypted-mnist-scoring:dev), BASE_IMAGE
 # (localhost/debian:bookworm), DEBIAN_MIRROR (default: the Debian mirror apt uses here).
 # Each step prints how long it took. Needs root (apt-get, debootstrap, podman as root). In Azure the same
@@ -87,17 +88,23 @@ make_base_image() {
   trap - EXIT
 }
 
+# build_image IMAGE DOCKERFILE CONTEXT
 build_image() {
-  log "building $IMAGE from service/Dockerfile (context: service/, what a deployment ships)"
+  local image=$1 dockerfile=$2 context=$3
+  log "building $image from $dockerfile (context: $context)"
   # The host's CA bundle, read-only and only while building: pip reaches the package index through it.
   # Mounted beside /etc/ssl/certs, not over it: the image's own ca-certificates package writes there.
-  timed "podman build ($IMAGE)" "${PODMAN[@]}" build --network=host -v /etc/ssl/certs:/run/host-certs:ro \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f service/Dockerfile service
-  log "$IMAGE: $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+  timed "podman build ($image)" "${PODMAN[@]}" build --network=host -v /etc/ssl/certs:/run/host-certs:ro \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image" -f "$dockerfile" "$context"
+  log "$image: $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 }
+
+APP_IMAGE=${APP_IMAGE:-localhost/encrypted-mnist-app:dev}
 
 case "${1:-build}" in
   base) timed "tools" install_tools; make_base_image ;;
-  build) timed "tools" install_tools; make_base_image; build_image ;;
-  *) echo "usage: $0 [build|base]" >&2; exit 2 ;;
+  # The service's context is service/ alone: what a deployment ships.
+  build) timed "tools" install_tools; make_base_image; build_image "$IMAGE" service/Dockerfile service ;;
+  app) timed "tools" install_tools; make_base_image; build_image "$APP_IMAGE" app.Dockerfile . ;;
+  *) echo "usage: $0 [build|base|app]" >&2; exit 2 ;;
 esac

@@ -200,3 +200,78 @@ def test_no_secret_in_the_image(image: str, azurite) -> None:
         item for item in env if item.split("=", 1)[0].upper().endswith(("KEY", "SECRET", "PASSWORD", "TOKEN"))
     ]
     assert any(item.startswith("AZUREML_ENTRY_SCRIPT=") for item in env)
+
+
+# --- the app's image (app.Dockerfile), against the scoring container above --------------------------
+
+APP_IMAGE = os.environ.get("APP_IMAGE", "localhost/encrypted-mnist-app:dev")
+
+
+@pytest.fixture(scope="module")
+def app_image() -> str:
+    """The app's image, built (or brought up to date) by ``scripts/container.sh app``."""
+    build = subprocess.run([str(ROOT / "scripts" / "container.sh"), "app"], cwd=ROOT, capture_output=True,
+                           text=True, check=False, timeout=1800, env=dict(os.environ, APP_IMAGE=APP_IMAGE))  # fmt: skip
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    return APP_IMAGE
+
+
+@pytest.fixture(scope="module")
+def app_container(app_image: str, container: Container, azurite) -> Iterator[str]:
+    """The app image on a free port, using the tests' Azurite and the scoring container; yields its URL."""
+    port = free_port()
+    name = f"encrypted-mnist-app-test-{port}"
+    url = f"http://{HOST}:{port}"
+    started = time.monotonic()
+    try:
+        podman("run", "--detach", "--name", name, "--network=host", *ulimits(), "-e", f"STREAMLIT_PORT={port}",
+               "-e", f"BLOB_CONNECTION_STRING={azurite.connection_string}", "-e", f"SCORING_URL={container.url}",
+               app_image)  # fmt: skip
+        while True:
+            try:
+                if requests.get(f"{url}/_stcore/health", timeout=5).text.strip() == "ok":
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() - started > READY_TIMEOUT_S:
+                logs = podman("logs", name, check=False)
+                pytest.fail(f"app container not ready after {READY_TIMEOUT_S:.0f} s:\n{logs.stdout[-3000:]}"
+                            f"{logs.stderr[-3000:]}")  # fmt: skip
+            time.sleep(0.5)
+        yield url
+    finally:
+        podman("stop", "--time", "10", name, check=False)
+        podman("rm", "--force", name, check=False)
+
+
+def test_the_app_image_classifies_a_picked_digit_through_the_scoring_container(app_container: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(app_container, wait_until="networkidle")
+            page.get_by_role("radio", name="Pick a test digit").click()
+            page.get_by_text("True label").first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Encrypt and classify").click()
+            predicted = page.locator("#predicted-digit")
+            predicted.wait_for(timeout=120_000)
+            digit = predicted.inner_text().strip()
+            assert digit.isdigit()
+            agreement = page.get_by_text(f"Yes: both {digit}")
+            agreement.wait_for(timeout=30_000)  # the plaintext model on the same pixels agrees
+        finally:
+            browser.close()
+
+
+def test_the_app_runs_as_a_non_root_user_with_no_secret_in_its_image(app_image: str, app_container: str,
+                                                                    azurite) -> None:  # fmt: skip
+    inspect = json.loads(podman("image", "inspect", app_image).stdout)[0]
+    history = podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", app_image).stdout
+    account_key = dict(part.split("=", 1) for part in azurite.connection_string.split(";") if part)["AccountKey"]
+    for text in (json.dumps(inspect), history):
+        assert "AccountKey" not in text and account_key not in text
+    assert inspect["Config"]["User"] not in ("", "0", "root")

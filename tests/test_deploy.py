@@ -159,3 +159,35 @@ def test_running_without_the_azure_cli_says_how_to_get_it(
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["status", *ENDPOINT_ARGS]) == 2
     assert "Azure CLI (az) is not installed" in capsys.readouterr().err
+
+
+def test_with_app_the_app_goes_to_container_apps_with_sticky_sessions(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = dry(capsys, "deploy", [*ENDPOINT_ARGS, "--with-app", "--registry", "demoacr"])
+    app_build = f"az acr build --registry demoacr --image encrypted-mnist-app:1 --file app.Dockerfile --subscription {SUB} ."
+    assert app_build in lines
+    create = next(line for line in lines if line.startswith("az containerapp create"))
+    for part in ("--environment encrypted-mnist-env", "--image demoacr.azurecr.io/encrypted-mnist-app:1",
+                 "--target-port 8501", "--secrets blob-connection={connection_string} scoring-key={scoring_key}",
+                 ("--env-vars BLOB_CONNECTION_STRING=secretref:blob-connection SCORING_URL={scoring_url} "
+                 "SCORING_KEY=secretref:scoring-key"), "--registry-password {registry_password}"):
+        assert part in create
+    assert lines[-1] == (f"az containerapp ingress sticky-sessions set --subscription {SUB} --resource-group rg-demo "
+                         "--name encrypted-mnist-app --affinity sticky")
+    # Every value the app needs is looked up before the app is created.
+    captured = [line.rsplit("-> ", 1)[1] for line in lines[: lines.index(create)] if "-> {" in line]
+    assert {"{registry_user}", "{registry_password}", "{connection_string}", "{scoring_url}", "{scoring_key}"} <= set(
+        captured
+    )
+
+
+def test_with_app_status_and_teardown_cover_the_app(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*ACI_ARGS, "--with-app"]
+    assert any("az containerapp show" in line and "stickySessions" in line for line in dry(capsys, "status", args))
+    teardown = [line.split(" --")[0] for line in dry(capsys, "teardown", args)]
+    assert teardown == ["az container delete", "az containerapp delete", "az containerapp env delete",
+                        "az storage blob delete-batch"]
+
+
+def test_with_app_needs_a_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "--dry-run", *ENDPOINT_ARGS, "--with-app"]) == 2
+    assert "--with-app" in capsys.readouterr().err

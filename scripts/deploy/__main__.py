@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="encrypted-mnist", help="the endpoint or container group")
     parser.add_argument("--location", default="westeurope")
     parser.add_argument("--image-tag", default="1")
+    parser.add_argument("--with-app", action="store_true",
+                        help="also the Streamlit app, on Azure Container Apps with session affinity (needs --registry)")
     return parser
 
 
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target = Target(kind=args.target, subscription=args.subscription, resource_group=args.resource_group,
                         storage_account=args.storage_account, name=args.name, workspace=args.workspace,
-                        registry=args.registry, location=args.location, image_tag=args.image_tag)
+                        registry=args.registry, location=args.location, image_tag=args.image_tag,
+                        with_app=args.with_app)
     except PlanError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 AZUREML = "deploy/azureml"
 KEY_CONTAINER = "public-keys"
 IMAGE = "encrypted-mnist-scoring"
+APP_IMAGE = "encrypted-mnist-app"
+APP_PORT = 8501
 SERVICE_PORT = 5001
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
@@ -38,6 +40,7 @@ class Target:
     registry: str = ""  # aci target
     location: str = "westeurope"
     image_tag: str = "1"
+    with_app: bool = False  # also the Streamlit app, on Azure Container Apps with sticky sessions
 
     def __post_init__(self) -> None:
         if self.kind not in ("endpoint", "aci"):
@@ -51,8 +54,9 @@ class Target:
             raise PlanError("--name must be 3-32 lowercase letters, digits and hyphens, starting with a letter")
         if self.kind == "endpoint" and not self.workspace:
             raise PlanError("--workspace (the Azure ML workspace) is required for --target endpoint")
-        if self.kind == "aci" and not _ACCOUNT.match(self.registry):
-            raise PlanError("--registry (the Azure Container Registry's name) is required for --target aci")
+        if (self.kind == "aci" or self.with_app) and not _ACCOUNT.match(self.registry):
+            raise PlanError("--registry (the Azure Container Registry's name) is required for --target aci "
+                            "and for --with-app")
 
     def scope(self) -> list[str]:
         """The arguments every ``az ml`` call repeats."""
@@ -86,7 +90,31 @@ def _storage(target: Target, *args: str) -> Step:
                       "--subscription", target.subscription, "--auth-mode", "login"))
 
 
+def _registry_credentials(target: Target) -> list[Step]:
+    registry = ("--name", target.registry, "--subscription", target.subscription)
+    return [
+        Step("The registry's pull user (needs the registry's admin user enabled; kept in memory, never printed)",
+             ("az", "acr", "credential", "show", *registry, "--query", "username", "--output", "tsv"),
+             capture="registry_user"),
+        Step("Its password (kept in memory, never printed)",
+             ("az", "acr", "credential", "show", *registry, "--query", "passwords[0].value", "--output", "tsv"),
+             capture="registry_password"),
+    ]
+
+
+def _registry_login(target: Target) -> tuple[str, ...]:
+    return ("--registry-username", "{registry_user}", "--registry-password", "{registry_password}")
+
+
 def deploy(target: Target) -> list[Step]:
+    """The key container and the service; with ``with_app``, the app too."""
+    steps = _deploy_service(target)
+    if target.with_app:
+        steps += _deploy_app(target)
+    return steps
+
+
+def _deploy_service(target: Target) -> list[Step]:
     """The key container, then the endpoint and its deployment, or the image on ACI."""
     steps = [_storage(target, "The container for the public keys (private; the app writes, the service reads by SAS)",
                       "container", "create", "--name", KEY_CONTAINER)]
@@ -105,30 +133,68 @@ def deploy(target: Target) -> list[Step]:
         ]
         return steps
     server = f"{target.registry}.azurecr.io"
-    registry = ("--name", target.registry, "--subscription", target.subscription)
     steps += [
         Step("Build the service image in Azure from service/ (no local Docker needed)",
              ("az", "acr", "build", "--registry", target.registry, "--image", f"{IMAGE}:{target.image_tag}",
               "--file", "service/Dockerfile", "--subscription", target.subscription, "service")),
-        Step("The registry's pull user (needs the registry's admin user enabled; kept in memory, never printed)",
-             ("az", "acr", "credential", "show", *registry, "--query", "username", "--output", "tsv"),
-             capture="registry_user"),
-        Step("Its password (kept in memory, never printed)",
-             ("az", "acr", "credential", "show", *registry, "--query", "passwords[0].value", "--output", "tsv"),
-             capture="registry_password"),
+        *_registry_credentials(target),
         Step("Run it on Azure Container Instances (public address, plain http on port 5001, as in the seed)",
              ("az", "container", "create", *target.group(), "--name", target.name,
               "--image", f"{server}/{IMAGE}:{target.image_tag}", "--location", target.location,
               "--cpu", "2", "--memory", "4", "--ports", str(SERVICE_PORT), "--ip-address", "Public",
               "--dns-name-label", target.name, "--os-type", "Linux", "--environment-variables", allowed,
-              "--registry-login-server", server, "--registry-username", "{registry_user}",
-              "--registry-password", "{registry_password}")),
+              "--registry-login-server", server, *_registry_login(target))),
+    ]
+    return steps
+
+
+def _app_names(target: Target) -> tuple[str, str]:
+    return f"{target.name}-app", f"{target.name}-env"
+
+
+def _deploy_app(target: Target) -> list[Step]:
+    """The app on Azure Container Apps: its image, where the service and the keys are, sticky sessions."""
+    app, environment = _app_names(target)
+    server = f"{target.registry}.azurecr.io"
+    scoring_url = "{scoring_url}" if target.kind == "endpoint" else f"http://{{fqdn}}:{SERVICE_PORT}/score"
+    secrets = ["blob-connection={connection_string}"]
+    env_vars = ["BLOB_CONNECTION_STRING=secretref:blob-connection", f"SCORING_URL={scoring_url}"]
+    if target.kind == "endpoint":
+        secrets.append("scoring-key={scoring_key}")
+        env_vars.append("SCORING_KEY=secretref:scoring-key")
+    steps = [
+        Step("Build the app image in Azure (app.Dockerfile, the repository as context)",
+             ("az", "acr", "build", "--registry", target.registry, "--image", f"{APP_IMAGE}:{target.image_tag}",
+              "--file", "app.Dockerfile", "--subscription", target.subscription, ".")),
+        *([] if target.kind == "aci" else _registry_credentials(target)),
+        *smoke_lookups(target),
+        Step("The Container Apps environment",
+             ("az", "containerapp", "env", "create", *target.group(), "--name", environment,
+              "--location", target.location)),
+        Step("The app: storage connection string and endpoint key as Container Apps secrets, 1 to 3 replicas",
+             ("az", "containerapp", "create", *target.group(), "--name", app, "--environment", environment,
+              "--image", f"{server}/{APP_IMAGE}:{target.image_tag}", "--registry-server", server,
+              *_registry_login(target), "--target-port", str(APP_PORT), "--ingress", "external",
+              "--min-replicas", "1", "--max-replicas", "3", "--secrets", *secrets, "--env-vars", *env_vars)),
+        Step("Session affinity: a browser session (and its secret key) lives in one replica, so pin it there",
+             ("az", "containerapp", "ingress", "sticky-sessions", "set", *target.group(), "--name", app,
+              "--affinity", "sticky")),
     ]
     return steps
 
 
 def status(target: Target) -> list[Step]:
     """What is deployed, and the last log lines."""
+    steps = _status_service(target)
+    if target.with_app:
+        steps.append(Step("The app: its address, replicas and session affinity",
+                          ("az", "containerapp", "show", *target.group(), "--name", _app_names(target)[0],
+                           "--query", ("{fqdn:properties.configuration.ingress.fqdn, "
+                           "affinity:properties.configuration.ingress.stickySessions.affinity}"))))
+    return steps
+
+
+def _status_service(target: Target) -> list[Step]:
     if target.kind == "endpoint":
         return [
             Step("The endpoint: provisioning state, scoring URI, traffic",
@@ -171,12 +237,20 @@ def smoke_command(target: Target) -> tuple[str, ...]:
 
 
 def teardown(target: Target) -> list[Step]:
-    """The seed's clean-up: what runs the service, then every key blob (the container stays)."""
+    """The seed's clean-up: what runs the service (and the app), then every key blob (the container stays)."""
     if target.kind == "endpoint":
         runs = Step("Delete the endpoint and its deployments",
                     ("az", "ml", "online-endpoint", "delete", "--name", target.name, *target.scope(), "--yes"))
     else:
         runs = Step("Delete the container group",
                     ("az", "container", "delete", *target.group(), "--name", target.name, "--yes"))
-    return [runs, _storage(target, "Delete every public-key blob", "blob", "delete-batch",
-                           "--source", KEY_CONTAINER, "--pattern", "*")]
+    steps = [runs]
+    if target.with_app:
+        app, environment = _app_names(target)
+        steps += [
+            Step("Delete the app", ("az", "containerapp", "delete", *target.group(), "--name", app, "--yes")),
+            Step("Delete its Container Apps environment",
+                 ("az", "containerapp", "env", "delete", *target.group(), "--name", environment, "--yes")),
+        ]
+    return [*steps, _storage(target, "Delete every public-key blob", "blob", "delete-batch",
+                             "--source", KEY_CONTAINER, "--pattern", "*")]
