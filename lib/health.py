@@ -31,6 +31,11 @@ class Health:
         """Both answered."""
         return self.storage_ok and self.scoring_ok
 
+    @property
+    def stack_down(self) -> bool:
+        """A service does not answer at all (starting the stack helps; a refused key it does not)."""
+        return not self.storage_ok or not (self.scoring_ok or self.scoring_refuses_key)
+
     def problems(self) -> list[str]:
         """One message per service that is down, each saying what to do."""
         messages = []

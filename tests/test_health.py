@@ -62,3 +62,12 @@ def test_check_health_probes_both_services(healthy_url: str) -> None:
         closed.close()
     finally:
         scorer.close()
+
+
+def test_a_refused_key_is_not_a_stack_to_start() -> None:
+    def health(storage: bool, scoring: bool, refuses: bool) -> Health:
+        return Health(storage, scoring, "http://storage", "http://scoring/score", scoring_refuses_key=refuses)
+
+    assert not health(True, True, False).stack_down
+    assert not health(True, False, True).stack_down  # up, but wants SCORING_KEY: starting a stack won't help
+    assert health(True, False, False).stack_down and health(False, True, False).stack_down

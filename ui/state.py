@@ -186,7 +186,7 @@ def sidebar(state: AppState, banner: Any) -> None:
                 current_health.scoring_url,
                 current_health.scoring_refuses_key,
             )
-            if not current_health.storage_ok or not (current_health.scoring_ok or current_health.scoring_refuses_key):
+            if current_health.stack_down:
                 st.caption(f"Start them with {START_STACK}.")
         _key_panel(state, state.key.status())
 

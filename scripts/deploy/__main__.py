@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from scripts.deploy import plan
 from scripts.deploy.plan import PlanError, Step, Target
 
-_SECRET_CAPTURES = ("scoring_key", "registry_password", "registry_user", "connection_string")
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The options every subcommand takes; environment variables give the defaults."""
@@ -53,7 +51,7 @@ def dry_run(command: str, target: Target) -> None:
         _print_step(number, step)
     if command == "smoke":
         print(f"[{len(steps) + 1}] One real encrypted prediction through the app's client")
-        print(f"    {_smoke_env_line(target)} {' '.join(plan.smoke_command(target))}")
+        print(f"    {_smoke_env_line(target)} {' '.join(plan.SMOKE_COMMAND)}")
     print("(dry run: nothing was called)")
 
 
@@ -85,7 +83,7 @@ def execute(command: str, target: Target) -> int:
             env.update(SCORING_URL=values["scoring_url"], SCORING_KEY=values["scoring_key"])
         else:
             env["SCORING_URL"] = f"http://{values['fqdn']}:{plan.SERVICE_PORT}/score"
-        argv = [sys.executable, *plan.smoke_command(target)[1:]]
+        argv = [sys.executable, *plan.SMOKE_COMMAND[1:]]
         return subprocess.run(argv, cwd=plan.ROOT, env=env, check=False).returncode
     return 0
 

@@ -18,6 +18,8 @@ IMAGE = "encrypted-mnist-scoring"
 APP_IMAGE = "encrypted-mnist-app"
 APP_PORT = 8501
 SERVICE_PORT = 5001
+SMOKE_COMMAND = ("python", "-m", "lib.cli", "predict", "--gallery-index", "0", "--scheme", "bfv")
+"""The app's own client, classifying one held-out real digit end to end (it ships with the app)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
@@ -84,9 +86,9 @@ def _quote(arg: str) -> str:
     return arg if re.fullmatch(r"[\w@%+=:,./{}-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
 
 
-def _storage(target: Target, *args: str) -> Step:
-    why, rest = args[0], args[1:]
-    return Step(why, ("az", "storage", *rest, "--account-name", target.storage_account,
+def _storage(target: Target, why: str, *az_args: str) -> Step:
+    """An ``az storage`` call on the key account, with the caller's Azure AD login (no account key)."""
+    return Step(why, ("az", "storage", *az_args, "--account-name", target.storage_account,
                       "--subscription", target.subscription, "--auth-mode", "login"))
 
 
@@ -231,9 +233,6 @@ def smoke_lookups(target: Target) -> list[Step]:
     return steps
 
 
-def smoke_command(target: Target) -> tuple[str, ...]:
-    """The app's own client, classifying one real MNIST test digit end to end."""
-    return ("python", "-m", "lib.cli", "predict", "--gallery-index", "0", "--scheme", "bfv")
 
 
 def teardown(target: Target) -> list[Step]:
