@@ -38,6 +38,8 @@ class ServiceSettings:
     max_ciphertext_bytes: int
     compute_threads: int
     storage_timeout_s: float
+    """Connect and per-read timeout of every storage call. Calls are not retried, so a request that
+    needs storage while it is down is answered (502) within this time and holds its thread no longer."""
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -69,5 +71,5 @@ class ServiceSettings:
             max_request_bytes=int(_number("MAX_REQUEST_MB", 4) * mb),
             max_ciphertext_bytes=int(_number("MAX_CIPHERTEXT_KB", 1024) * 1024),
             compute_threads=int(_number("COMPUTE_THREADS", max(1, min(os.cpu_count() or 1, 10)))),
-            storage_timeout_s=_number("STORAGE_TIMEOUT_S", 20),
+            storage_timeout_s=_number("STORAGE_TIMEOUT_S", 2.5),
         )

@@ -13,6 +13,7 @@ AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_ENTRY_SCRIPT = ROOT / "service" / "score.py"
 DEFAULT_MODEL_DIR = ROOT / "service" / "model"
+GUNICORN_CONFIG = ROOT / "service" / "gunicorn_config.py"
 
 # Azurite's well-known development account. The key is public (documented by Microsoft for the
 # emulator) and only ever valid against the local emulator.

@@ -11,6 +11,7 @@ from .config import (
     AZURITE_BIN,
     DEFAULT_ENTRY_SCRIPT,
     DEFAULT_MODEL_DIR,
+    GUNICORN_CONFIG,
     HOST,
     PORT_ENV,
     ROOT,
@@ -98,6 +99,8 @@ def scoring_service(
 ) -> Service:
     """The AzureML inference server (gunicorn, ``workers`` workers) on 127.0.0.1:``port``.
 
+    gunicorn's other settings (threaded workers, timeouts) are service/gunicorn_config.py, as in the image.
+
     ``entry_script`` and ``model_dir`` default to service/score.py and service/model. The environment
     (``env``, default ``os.environ``) is passed through; ``ALLOWED_BLOB_HOSTS`` defaults to the local
     Azurite (``127.0.0.1:<azurite_port>``) when it is not set.
@@ -109,14 +112,7 @@ def scoring_service(
     child_env["AZUREML_ENTRY_SCRIPT"] = str(script)
     child_env["AZUREML_MODEL_DIR"] = str(Path(model_dir or DEFAULT_MODEL_DIR).resolve())
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    command = [
-        *_gunicorn_cmd(),
-        "-b", f"{HOST}:{port}",
-        "-w", str(workers),
-        "--timeout", "300",
-        "--no-control-socket",  # gunicorn >= 25 would otherwise share ~/.gunicorn/gunicorn.ctl between instances
-        "azureml_inference_server_http.server.entry:app",
-    ]  # fmt: skip
+    command = [*_gunicorn_cmd(), "--config", str(GUNICORN_CONFIG), "-b", f"{HOST}:{port}", "-w", str(workers)]
     log_path = Path(log_path) if log_path else settings.stack_dir / "scoring.log"
     probes = scoring_probes(scoring_base_url(port))
     return Service("the scoring service", command, log_path, port, PORT_ENV["scoring"], child_env, probes, timeout)
