@@ -39,7 +39,8 @@ class EiScheme(SchemeBase):
         """The request's ciphertexts, checked and concatenated as the native call wants them."""
         if len(ciphertexts) != self.spec.ciphertext_count:
             raise RequestRejected(
-                400, "bad_request", f"The ei scheme takes {self.spec.ciphertext_count} ciphertext(s) for 784 pixels."
+                422, "ciphertext_invalid",
+                f"The ei scheme takes {self.spec.ciphertext_count} ciphertext(s) for 784 pixels, not {len(ciphertexts)}.",
             )
         checked = []
         for data in ciphertexts:

@@ -42,7 +42,8 @@ class Seal4Scheme(SchemeBase, Generic[K]):
         count = self.spec.ciphertext_count
         if len(ciphertexts) != count:
             raise RequestRejected(
-                400, "bad_request", f"The {self.spec.name} scheme takes {count} ciphertext(s), not {len(ciphertexts)}.",
+                422, "ciphertext_invalid",
+                f"The {self.spec.name} scheme takes {count} ciphertext(s), not {len(ciphertexts)}.",
             )
         loaded = []
         for index, data in enumerate(ciphertexts):
