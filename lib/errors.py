@@ -36,7 +36,15 @@ class StorageUnavailable(DemoError):
 
 
 class ServiceUnavailable(DemoError):
-    """The scoring service could not be reached or did not answer in time."""
+    """The scoring service could not be reached or did not answer in time.
+
+    ``transient`` is true when the connection failed or broke (a restarting worker or replica), so
+    trying once more is worth it; a request that timed out is not tried again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ServiceRejected(DemoError):
@@ -51,6 +59,14 @@ class ServiceRejected(DemoError):
         self.code = code
         self.detail = message
         super().__init__(f"The scoring service refused the request (HTTP {status}, {code}): {message}")
+
+    @property
+    def transient(self) -> bool:
+        """A 502 or 503 from the service's front (a replica died or is not ready): worth one more try.
+
+        Storage being down (``storage_unavailable``) and timeouts (504) are not: retrying only doubles the wait.
+        """
+        return self.status in (502, 503) and self.code != "storage_unavailable"
 
 
 class InvalidInput(DemoError):

@@ -78,7 +78,7 @@ class ScoringClient:
 
     def _unreachable(self, why: str) -> ServiceUnavailable:
         return ServiceUnavailable(
-            f"The scoring service at {self.url} is not reachable ({why}): {START_HINT}."
+            f"The scoring service at {self.url} is not reachable ({why}): {START_HINT}.", transient=True
         )
 
     def score(self, request: dict[str, Any]) -> ScoreCall:

@@ -22,7 +22,7 @@ import numpy as np
 
 from lib.blob_store import PublicKeyStore
 from lib.contract import ServerResult, build_score_request, parse_score_response
-from lib.errors import ServiceRejected
+from lib.errors import ServiceRejected, ServiceUnavailable
 from lib.schemes import DEFAULT_SCHEME, ClientScheme, new_client
 from lib.scoring_client import ScoreCall, ScoringClient
 from lib.settings import AppSettings
@@ -30,6 +30,8 @@ from lib.settings import AppSettings
 __all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Stage", "close_quietly"]
 
 N_CLASSES = 10
+RETRY_PAUSE_S = 0.5
+"""How long to wait before resending after a transient failure (a worker restarts in about a second)."""
 Progress = Callable[[str, float], None]
 
 
@@ -274,15 +276,25 @@ class EncryptedSession:
     def _score(
         self, client: ClientScheme, ciphertexts: list[str], stages: list[Stage]
     ) -> tuple[ScoreCall, ServerResult, dict[str, Any]]:
-        """Send one request; if the service lost the blob or refused the SAS, repair once and retry."""
-        for attempt in (1, 2):
+        """Send one request, trying again once each after a transient failure (a worker or replica that
+        died: scoring is a pure function, so the same request is safe to resend) and after the
+        service lost the blob or refused the SAS (repaired first)."""
+        retried = repaired = False
+        while True:
             self._ensure_fresh_sas()
             request = build_score_request(client.descriptor, ciphertexts, self._sas_url, self.key_sha256)
+            sent = time.perf_counter()
             try:
                 call = self._scorer.score(request)
-            except ServiceRejected as exc:
-                if attempt == 2 or exc.code not in ("key_not_found", "sas_invalid"):
+            except (ServiceRejected, ServiceUnavailable) as exc:
+                if exc.transient and not retried:
+                    retried = True
+                    time.sleep(RETRY_PAUSE_S)
+                    stages.append(Stage("retry (service restarting)", time.perf_counter() - sent, "client"))
+                    continue
+                if repaired or not isinstance(exc, ServiceRejected) or exc.code not in ("key_not_found", "sas_invalid"):
                     raise
+                repaired = True
                 t = time.perf_counter()
                 if exc.code == "key_not_found":
                     # e.g. Azurite restarted with in-memory storage: upload the same keys again.
@@ -293,7 +305,6 @@ class EncryptedSession:
                 continue
             server = parse_score_response(call.body, expected_scheme=client.scheme_id, expected_results=client.result_count)
             return call, server, request
-        raise AssertionError("unreachable")
 
 
 def close_quietly(box: dict[str, Any]) -> None:

@@ -509,3 +509,73 @@ def test_real_service_prediction(scheme: str, azurite, real_service, digit: np.n
     assert first.key_cache == "miss" and "hit" in [p.key_cache for p in later]
     assert first.sizes["key_bytes"] == session.key_bytes
     assert [s.source for s in first.stages] == ["client", "client", "server", "server", "server", "client"]
+
+
+class FlakyScorer:
+    """Fails the first calls with scripted errors, then scores through ``inner``."""
+
+    def __init__(self, inner: ContractScorer, failures: list[Exception]) -> None:
+        self.inner = inner
+        self.failures = list(failures)
+        self.calls = 0
+
+    def score(self, request: dict[str, Any]) -> ScoreCall:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.inner.score(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _replica_died() -> ServiceRejected:
+    return ServiceRejected(502, "upstream_unavailable", "No scoring replica answered.")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("failure", [
+    pytest.param(lambda: ServiceUnavailable("connection reset", transient=True), id="connection-broke"),
+    pytest.param(_replica_died, id="502-from-the-front"),
+    pytest.param(lambda: ServiceRejected(503, "not_ready", "The service is still starting."), id="503-not-ready"),
+])
+def test_a_transient_failure_is_retried_once_and_the_answer_is_right(
+    fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray, failure: Any
+) -> None:
+    session, scorer = fake_session
+    flaky = FlakyScorer(scorer, [failure()])
+    session._scorer = flaky  # type: ignore[assignment]
+    try:
+        prediction = session.predict(digit)
+    finally:
+        session._scorer = scorer  # type: ignore[assignment]
+    assert flaky.calls == 2
+    assert "retry (service restarting)" in [s.name for s in prediction.stages]
+    expected = scorer.coef @ digit + scorer.intercept
+    assert prediction.label == int(np.argmax(expected))
+    np.testing.assert_allclose(prediction.scores, expected, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("failures", [
+    pytest.param([_replica_died(), _replica_died()], id="twice-transient"),
+    pytest.param([ServiceUnavailable("did not answer within 120 s")], id="timeout"),
+    pytest.param([ServiceRejected(502, "storage_unavailable", "Blob storage could not be reached.")], id="storage-down"),
+    pytest.param([ServiceRejected(504, "upstream_timeout", "No answer in time.")], id="504"),
+    pytest.param([ServiceRejected(422, "ciphertext_invalid", "Not a ciphertext.")], id="422"),
+])
+def test_other_failures_are_not_retried_again(
+    fake_session: tuple[EncryptedSession, ContractScorer], digit: np.ndarray, failures: list[Exception]
+) -> None:
+    session, scorer = fake_session
+    flaky = FlakyScorer(scorer, failures)
+    session._scorer = flaky  # type: ignore[assignment]
+    try:
+        with pytest.raises(type(failures[-1])) as raised:
+            session.predict(digit)
+    finally:
+        session._scorer = scorer  # type: ignore[assignment]
+    assert raised.value is failures[-1]
+    assert flaky.calls == len(failures)

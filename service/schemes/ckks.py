@@ -19,11 +19,12 @@ from __future__ import annotations
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import Seal4Scheme
+from service.schemes.seal4 import Seal4Scheme, polynomial_bytes
 from service.shared.seal4 import FILES, SealFormatError, galois_element, load_object, make_context
 from service.shared.specs import CKKS, N_CLASSES, N_FEATURES
 
 P = CKKS.params
+_VECTOR_BYTES = 24  # a std::vector header: the Galois keys' index holds one per slot of N
 
 
 def diagonals(coef: np.ndarray) -> np.ndarray:
@@ -79,6 +80,16 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
         if missing:
             raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
         return keys
+
+    def cached_bytes(self, keys: sa.GaloisKeys) -> int:
+        """Each Galois key is a key-switching key: per data modulus, 2 polynomials over all moduli.
+
+        SEAL also sizes the keys' index by N (one vector per Galois element); measured here, this
+        books within a few percent of the worker's real growth per cached key.
+        """
+        moduli = len(P.coeff_modulus_bits)
+        per_key = (moduli - 1) * 2 * polynomial_bytes(P.poly_modulus_degree, moduli)
+        return keys.size() * per_key + P.poly_modulus_degree * _VECTOR_BYTES
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: sa.GaloisKeys) -> list[bytes]:
         (x,) = ciphertexts

@@ -18,11 +18,17 @@ from service.shared.seal4 import SealFormatError, load_ciphertext
 K = TypeVar("K")
 
 
+def polynomial_bytes(poly_modulus_degree: int, moduli: int) -> int:
+    """Memory of one RNS polynomial: N coefficients per modulus, 8 bytes each."""
+    return poly_modulus_degree * moduli * 8
+
+
 class Seal4Scheme(SchemeBase, Generic[K]):
     """What ``ckks`` and ``bfv`` share; ``K`` is the loaded public material.
 
     Subclasses set ``spec``, ``context`` and ``ntt_form`` and implement ``load_keys`` (blob bytes
-    -> loaded public material) and ``compute`` (ciphertexts, public material -> result bytes).
+    -> loaded public material), ``compute`` (ciphertexts, public material -> result bytes) and
+    ``cached_bytes`` (what the loaded material costs in memory, which the key cache books).
     """
 
     context: sa.SEALContext
@@ -64,6 +70,10 @@ class Seal4Scheme(SchemeBase, Generic[K]):
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: K) -> list[bytes]:
         raise NotImplementedError
 
+    def cached_bytes(self, keys: K) -> int:
+        """What keeping ``keys`` in the cache costs in memory (SEAL's buffers, not the blob's size)."""
+        raise NotImplementedError
+
     def evaluate(self, keys: KeyReference, ciphertexts: list[sa.Ciphertext]) -> Evaluation:
         """Scores as result ciphertexts; the key blob is fetched and loaded on a cache miss only."""
         entry = self._cache.get(keys.cache_key)
@@ -76,7 +86,7 @@ class Seal4Scheme(SchemeBase, Generic[K]):
                 loaded = self.load_keys(blob)
             except SealFormatError as error:
                 raise RequestRejected(422, "key_invalid", f"Not {self.spec.name} public material: {error}.") from None
-            entry = ((loaded, len(blob)), 2 * len(blob))
+            entry = ((loaded, len(blob)), self.cached_bytes(loaded))
             self._cache.put(keys.cache_key, *entry)
             key_fetch_s = time.perf_counter() - started
         (loaded, blob_bytes), _ = entry
