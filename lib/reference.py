@@ -25,7 +25,7 @@ __all__ = [
     "reference_check",
 ]
 
-REFERENCE_MODEL_FILE = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist_linear.npz"
+REFERENCE_MODEL_FILE = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz"
 N_CLASSES = 10
 N_FEATURES = 784
 

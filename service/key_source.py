@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -72,16 +72,19 @@ class SasVerifier:
         self._accepted[fingerprint] = expiry
 
 
-def check_allowed_blob_url(url: str, settings: ServiceSettings) -> str:
-    """Return the URL without its query if it is a blob on an allowed host, else refuse (403)."""
+def check_allowed_blob_url(url: str, settings: ServiceSettings, what: str = "keys.url") -> str:
+    """Return the URL without its query if it is a blob on an allowed host, else refuse (403).
+
+    The host is judged first: a URL on another host is 403 however malformed the rest is. On an
+    allowed host, user info, a fragment or a '.'/'..' segment (also percent-encoded) is 400.
+    ``what`` names the URL in messages.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise RequestRejected(400, "bad_request", "keys.url is not a valid URL.") from None
+        raise RequestRejected(400, "bad_request", f"{what} is not a valid URL.") from None
     host = (parts.hostname or "").lower()
-    if parts.username or parts.password or parts.fragment:
-        raise RequestRejected(400, "bad_request", "keys.url must not hold user info or a fragment.")
     path = parts.path
     segments = [segment for segment in path.split("/") if segment]
     allowed = False
@@ -101,8 +104,13 @@ def check_allowed_blob_url(url: str, settings: ServiceSettings) -> str:
             f"Keys may only be fetched from the allowed blob storage; {parts.scheme}://{host}"
             f"{'' if port is None else ':' + str(port)} is not allowed.",
         )
-    if ".." in segments:
-        raise RequestRejected(400, "bad_request", "keys.url must not contain '..'.")
+    # Only now, so that a URL whose user info hides another host ("http://127.0.0.1:10000@evil/...")
+    # is refused as that host (403 above), not as malformed.
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise RequestRejected(400, "bad_request", f"{what} must not hold user info or a fragment.")
+    if any(unquote(segment) in (".", "..") for segment in path.split("/")):
+        # Also percent-encoded ("%2e%2e"): storage would resolve it to another blob, or answer 400.
+        raise RequestRejected(400, "bad_request", f"{what} must not contain '.' or '..' path segments.")
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -151,6 +159,10 @@ def _storage_errors(action: Callable[[], T]) -> T:
             raise RequestRejected(403, "sas_invalid", "Blob storage refused the SAS or credentials.") from None
         if error.status_code == 404:
             raise RequestRejected(404, "key_not_found", "The public-key blob was not found.") from None
+        if error.status_code == 400:  # storage judged the request malformed: the key URL (or SAS) is bad
+            raise RequestRejected(
+                400, "bad_request", "Blob storage refused the key URL as malformed (HTTP 400): check keys.url."
+            ) from None
         raise RequestRejected(502, "storage_unavailable", f"Blob storage answered {error.status_code}.") from None
 
 
@@ -198,7 +210,7 @@ def from_connection_string(conn_str: str, container: str, blob_name: str, settin
         blob = service.get_blob_client(container=container, blob=blob_name)
     except (ValueError, KeyError, TypeError):
         raise RequestRejected(400, "bad_request", "conn_str is not a valid storage connection string.") from None
-    blob_url = check_allowed_blob_url(blob.url, settings)
+    blob_url = check_allowed_blob_url(blob.url, settings, "The blob URL of conn_str, container and key_id")
     properties = _storage_errors(blob.get_blob_properties)
     if properties.size > settings.max_key_bytes:
         raise RequestRejected(413, "too_large", f"The key blob is over the {settings.max_key_bytes} byte limit.")

@@ -20,6 +20,10 @@ from azureml_inference_server_http.api.aml_response import AMLResponse
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
 
+# Azure's layout, .../<model name>/<version>: AZUREML_MODEL_DIR names the version folder, as in an Azure ML
+# deployment, so the server reads the model's id (mnist-linear:1) from the path instead of failing to.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model" / "mnist-linear" / "1"
+
 service: ScoringService | None = None
 
 
@@ -29,7 +33,7 @@ def init() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # The storage SDK logs every HTTP request at INFO; one line per scoring request is ours to write.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    model_dir = os.environ.get("AZUREML_MODEL_DIR", str(Path(__file__).resolve().parent / "model"))
+    model_dir = os.environ.get("AZUREML_MODEL_DIR", str(DEFAULT_MODEL_DIR))
     coef, intercept = load_model(model_dir)
     service = ScoringService(coef, intercept, ServiceSettings.from_env())
     service.wait_ready()

@@ -1,7 +1,9 @@
 """The scoring service's request handling, as pure-ish functions that score.py delegates to.
 
-`ScoringService.handle(raw_data)` returns (HTTP status, JSON-able body) for any input; it never
-raises for bad input, so the AzureML server never answers 500 for a client's mistake.
+`ScoringService.handle(raw_data)` returns (HTTP status, JSON-able body) for any input and never
+raises: input the contract refuses is a 4xx (service/contract.py checks every field first), and an
+unexpected exception, which is a bug of the service, is logged at ERROR with its traceback (secrets
+cut out) and answered 500 ``internal_error`` in the contract's shape.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from service.contract import CONTRACT, ScoreRequest, SeedRequest, parse_request
-from service.errors import RequestRejected
+from service.errors import SERVER_ERRORS, RequestRejected, redacted_traceback
 from service.key_source import SasVerifier, from_connection_string, from_sas_url
 from service.schemes import ServerScheme, build_schemes
 from service.schemes.base import Evaluation
@@ -23,6 +25,7 @@ log = logging.getLogger("encrypted_mnist.service")
 
 MODEL_FILE = "mnist_linear.npz"
 MAX_CIPHERTEXTS = 8
+INTERNAL_ERROR = RequestRejected(500, *SERVER_ERRORS[500])
 
 
 def load_model(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +115,11 @@ class ScoringService:
             log.info("score shape=%s status=%d error=%s key_cache=%s total_ms=%.1f keys=%s", shape, rejected.status,
                      rejected.code, key_cache, (time.perf_counter() - started) * 1e3, blob_url)
             return rejected.status, rejected.as_body()
+        except Exception as error:  # noqa: BLE001 (logged below, traceback redacted)
+            # A bug of the service: input that the contract refuses is a RequestRejected (above).
+            log.error("score shape=%s status=500 error=internal_error total_ms=%.1f keys=%s: %s\n%s", shape,
+                      (time.perf_counter() - started) * 1e3, blob_url, type(error).__name__, redacted_traceback(error))
+            return 500, INTERNAL_ERROR.as_body()
 
     @staticmethod
     def _response(request: ScoreRequest, label: str, results: list[str], evaluation: Evaluation,

@@ -35,7 +35,7 @@ def public_keys(ei_client):
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("service/model")
+    return load_model("service/model/mnist-linear/1")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_scheme_refuses_bad_ciphertexts_and_key_blobs_before_native_code(public_
         assert caught.value.code == "ciphertext_invalid"
         with pytest.raises(RequestRejected) as caught:
             scheme.decode_ciphertexts([b"\x00\x00\x00", b"\x00\x00\x00"])
-        assert caught.value.code == "bad_request"
+        assert (caught.value.status, caught.value.code) == (422, "ciphertext_invalid")  # a wrong count
         inflated = scheme.check_key_blob(public_keys)
         assert len(inflated) > len(public_keys)  # re-framed without compression
         for broken in (public_keys[:-100], public_keys[8_000_000:], b"garbage" * 100):

@@ -1,10 +1,16 @@
-"""Unit tests: which key URLs the service accepts, before any network call."""
+"""Unit tests: which key URLs the service accepts (before any network call), and what storage's answers become."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
 from service.errors import RequestRejected
-from service.key_source import check_allowed_blob_url, check_read_only_sas, from_connection_string
+from service.key_source import (
+    _storage_errors,
+    check_allowed_blob_url,
+    check_read_only_sas,
+    from_connection_string,
+)
 from service.settings import ServiceSettings, SettingsError
 
 SETTINGS = ServiceSettings(
@@ -49,12 +55,68 @@ def test_other_hosts_are_refused(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://user:pw@127.0.0.1:10000/devstoreaccount1/c/b", "http://127.0.0.1:notaport/x"]
+    "url",
+    [
+        "http://user:pw@127.0.0.1:10000/devstoreaccount1/c/b",
+        "http://@127.0.0.1:10000/devstoreaccount1/c/b",  # empty user info
+        "http://127.0.0.1:10000/devstoreaccount1/c/b#fragment",
+        "http://127.0.0.1:notaport/x",
+        "http://127.0.0.1:99999/x",
+        "http://[::1/x",
+        "http://127.0.0.1:10000/devstoreaccount1/c/../other/b",
+        "http://127.0.0.1:10000/devstoreaccount1/c/%2e%2e/other/b",
+        "http://127.0.0.1:10000/devstoreaccount1/c/%2E%2e/b",
+        "http://127.0.0.1:10000/devstoreaccount1/c/%2e/b",
+        "https://demoaccount.blob.core.windows.net/public-keys/%2e%2e/other/abc",
+    ],
 )
-def test_malformed_urls_are_bad_requests(url):
+def test_malformed_urls_on_an_allowed_host_are_bad_requests(url):
     with pytest.raises(RequestRejected) as caught:
         check_allowed_blob_url(url, SETTINGS)
-    assert caught.value.status == 400
+    assert (caught.value.status, caught.value.code) == (400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:10000@evil.example/devstoreaccount1/public-keys/abc",  # user info hides the host
+        "http://127.0.0.1:10000:pw@evil.example/devstoreaccount1/public-keys/abc",
+        "https://demoaccount.blob.core.windows.net@evil.example/public-keys/abc",
+        "http://evil.example/devstoreaccount1/c/../b#frag",
+    ],
+)
+def test_the_host_is_judged_before_the_rest(url):
+    """docs/contract.md: any other host is 403, however the rest of the URL looks."""
+    with pytest.raises(RequestRejected) as caught:
+        check_allowed_blob_url(url, SETTINGS)
+    assert (caught.value.status, caught.value.code) == (403, "host_not_allowed")
+    assert "evil.example" in caught.value.message
+
+
+def _raising(error: Exception):
+    def action():
+        raise error
+
+    return action
+
+
+@pytest.mark.parametrize(
+    ("storage_status", "status", "code"),
+    [(400, 400, "bad_request"), (401, 403, "sas_invalid"), (403, 403, "sas_invalid"), (404, 404, "key_not_found"),
+     (409, 502, "storage_unavailable"), (500, 502, "storage_unavailable"), (503, 502, "storage_unavailable")],
+)
+def test_storage_answers_become_contract_errors(storage_status, status, code):
+    error = HttpResponseError(message="storage said no")
+    error.status_code = storage_status
+    with pytest.raises(RequestRejected) as caught:
+        _storage_errors(_raising(error))
+    assert (caught.value.status, caught.value.code) == (status, code)
+
+
+def test_storage_unreachable_is_502():
+    with pytest.raises(RequestRejected) as caught:
+        _storage_errors(_raising(ServiceRequestError("connection refused")))
+    assert (caught.value.status, caught.value.code) == (502, "storage_unavailable")
 
 
 def sas(**fields):

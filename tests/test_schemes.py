@@ -33,7 +33,7 @@ from service.shared.specs import BFV, SPECS
 
 OUTPUT_COEFFICIENTS = list(BFV.params.output_coefficients)
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1"
 CACHE = 64 << 20
 
 

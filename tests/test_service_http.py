@@ -38,7 +38,7 @@ def account_key(connection_string: str) -> str:
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("service/model")
+    return load_model("service/model/mnist-linear/1")
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,12 @@ def _sealed(payload: bytes) -> bytes:
     return struct.pack("<HBBBBHQ", 0xA15E, 16, 3, 5, 1, 0, 16 + len(body)) + body
 
 
-def _bad_requests(azurite, client, blob_service, uploaded_keys, digit):
-    """(name, body bytes, expected status, expected error code), one per kind of bad input."""
+def _ei_bad_requests(azurite, client, blob_service, uploaded_keys, digit):
+    """(name, body bytes, expected status, expected error code): the seed's ei scheme's own bad input.
+
+    Every other kind of malformed request (for every scheme and both shapes) is in
+    tests/test_malformed_requests.py; these need the seed's client and the SEAL 3.5 child process.
+    """
     key_id, public_keys = uploaded_keys
     good_ct = client.encrypt(digit)
     good_url = sas_url(azurite, key_id)
@@ -182,63 +186,26 @@ def _bad_requests(azurite, client, blob_service, uploaded_keys, digit):
         blob_service.get_blob_client(container=CONTAINER, blob=name).upload_blob(data, overwrite=True)
         return sas_url(azurite, name)
 
-    other_port = azurite.port + 1 if azurite.port < 65535 else azurite.port - 1
-    tampered = good_url[:-6] + ("AAAAAA" if not good_url.endswith("AAAAAA") else "BBBBBB")
     junk_keys = os.urandom(4096)
     framed_keys = _sealed(os.urandom(3000)) + _sealed(os.urandom(3000))
-    seed = {"data": good_ct, "key_id": key_id, "conn_str": azurite.connection_string, "container": CONTAINER}
-    evil_conn = "DefaultEndpointsProtocol=https;AccountName=evil;AccountKey=a2V5;EndpointSuffix=core.windows.net"
     return [
-        ("not json", b"{this is not json", 400, "bad_json"),
-        ("json array", b"[1, 2, 3]", 400, "bad_json"),
-        ("empty object", b"{}", 400, "bad_request"),
-        ("unknown contract", dumps({**our_request(good_ct, good_url, public_keys), "contract": "v0"}), 400,
-         "bad_request"),
-        ("unknown scheme", dumps(our_request(good_ct, good_url, public_keys, {"name": "rsa", "version": "1"})),
-         400, "unknown_scheme"),
-        ("scheme params differ", dumps(our_request(good_ct, good_url, public_keys, {
-            **EI_SCHEME, "params": {**EI_SCHEME["params"], "poly_modulus_degree": 4096}})), 400, "scheme_mismatch"),
-        ("ciphertext not base64", dumps(our_request(["%%%%"], good_url, public_keys)), 400, "bad_request"),
-        ("two ciphertexts for ei", dumps(our_request(good_ct * 2, good_url, public_keys)), 400, "bad_request"),
-        ("too many ciphertexts", dumps(our_request(good_ct * 9, good_url, public_keys)), 413, "too_large"),
         ("random ciphertext bytes", dumps(our_request([base64.b64encode(os.urandom(5000)).decode()], good_url,
                                                       public_keys)), 422, "ciphertext_invalid"),
         ("framed garbage ciphertext (SEAL aborts on it)",
          dumps(our_request([base64.b64encode(_sealed(os.urandom(4000))).decode()], good_url, public_keys)), 422,
          {"ciphertext_invalid", "seal_rejected"}),  # "seal_rejected" when the worker had no keys cached yet
-        ("body over the size limit", b'{"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}', 413, "too_large"),
-        ("host not allowed", dumps(our_request(good_ct, good_url.replace(f":{azurite.port}/", f":{other_port}/"),
-                                               public_keys)), 403, "host_not_allowed"),
-        ("public host not allowed", dumps(our_request(
-            good_ct, "https://example.com/devstoreaccount1/public-keys/x?sp=r&se=2099-01-01&sig=a", public_keys)),
-         403, "host_not_allowed"),
-        ("write SAS", dumps(our_request(good_ct, sas_url(azurite, key_id, read=True, write=True), public_keys)),
-         403, "sas_invalid"),
-        ("expired SAS", dumps(our_request(good_ct, sas_url(azurite, key_id, minutes=-1), public_keys)), 403,
-         "sas_invalid"),
-        ("tampered SAS signature", dumps(our_request(good_ct, tampered, public_keys)), 403, "sas_invalid"),
-        ("no SAS at all", dumps(our_request(good_ct, good_url.split("?")[0], public_keys)), 403, "sas_invalid"),
-        ("missing key blob", dumps(our_request(good_ct, sas_url(azurite, "no-such-key"), public_keys)), 404,
-         "key_not_found"),
-        ("key hash mismatch", dumps(our_request(good_ct, good_url, b"other bytes")), 422, "key_hash_mismatch"),
         ("junk key blob", dumps(our_request(good_ct, upload("junk-keys", junk_keys), junk_keys)), 422,
          "key_invalid"),
         ("framed garbage key blob (SEAL aborts on it)",
          dumps(our_request(good_ct, upload("framed-keys", framed_keys), framed_keys)), 422, "seal_rejected"),
-        ("oversized key blob", dumps(our_request(good_ct, upload("huge-keys", b"\0" * (17 << 20)), b"\0" * (17 << 20))),
-         413, "too_large"),
-        ("seed: missing key blob", dumps({**seed, "key_id": "no-such-key"}), 404, "key_not_found"),
-        ("seed: host not allowed", dumps({**seed, "conn_str": evil_conn}), 403, "host_not_allowed"),
-        ("seed: bad container name", dumps({**seed, "container": "Not_Valid"}), 400, "bad_request"),
-        ("seed: missing conn_str", dumps({k: v for k, v in seed.items() if k != "conn_str"}), 400, "bad_request"),
+        ("key hash mismatch", dumps(our_request(good_ct, good_url, b"other bytes")), 422, "key_hash_mismatch"),
     ]
 
 
 @pytest.mark.slow
-def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(scoring_service, azurite, client, blob_service,
-                                                                   uploaded_keys, model, digit):
-    cases = _bad_requests(azurite, client, blob_service, uploaded_keys, digit)
-    assert len({name for name, *_ in cases}) >= 15
+def test_ei_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(scoring_service, azurite, client, blob_service,
+                                                                      uploaded_keys, model, digit):
+    cases = _ei_bad_requests(azurite, client, blob_service, uploaded_keys, digit)
     failures = []
     for name, body, status, code in cases:
         answer = requests.post(scoring_service.url, data=body, headers={"Content-Type": "application/json"},
@@ -254,7 +221,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(scoring_servic
         if health.status_code != 200:
             failures.append(f"after {name}: health check answered {health.status_code}")
     assert not failures, "\n".join(failures)
-    # Still serving correct answers on both workers afterwards.
+    # Still serving correct answers on both workers afterwards (the SEAL 3.5 child was restarted).
     key_id, public_keys = uploaded_keys
     request = our_request(client.encrypt(digit), sas_url(azurite, key_id), public_keys)
     coef, intercept = model
@@ -262,12 +229,6 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(scoring_servic
         answer = requests.post(scoring_service.url, json=request, timeout=300)
         assert answer.status_code == 200, answer.text
         assert np.max(np.abs(client.decrypt(answer.json()["result"]) - (coef @ digit + intercept))) <= 1e-4
-
-
-def test_non_utf8_body_is_refused_by_the_server(scoring_service):
-    answer = requests.post(scoring_service.url, data=b"\xff\xfe\x00garbage", timeout=60)
-    assert 400 <= answer.status_code < 500
-    assert requests.get(scoring_service.base_url + "/", timeout=30).status_code == 200
 
 
 def test_service_log_names_no_secret(scoring_service, azurite, client, uploaded_keys, digit):

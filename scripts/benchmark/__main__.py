@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from service.scoring import ScoringService, load_model
     from service.settings import ServiceSettings
 
-    coef, intercept = load_model(ROOT / "service" / "model")
+    coef, intercept = load_model(ROOT / "service" / "model" / "mnist-linear" / "1")
     digits = load_digits(args.accuracy_digits)
     results: dict[str, Measured] = {}
     reference: Measured | None = None

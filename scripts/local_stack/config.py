@@ -12,7 +12,7 @@ HOST = "127.0.0.1"
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_ENTRY_SCRIPT = ROOT / "service" / "score.py"
-DEFAULT_MODEL_DIR = ROOT / "service" / "model"
+DEFAULT_MODEL_DIR = ROOT / "service" / "model" / "mnist-linear" / "1"
 GUNICORN_CONFIG = ROOT / "service" / "gunicorn_config.py"
 
 # Azurite's well-known development account. The key is public (documented by Microsoft for the
