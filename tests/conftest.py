@@ -4,14 +4,22 @@ Nothing is assumed to be running: each fixture picks a free port on 127.0.0.1, s
 its own process group with a temporary state directory, waits until it is ready, and stops the whole
 process group at the end of the session. A running demo (default ports) never clashes with the tests.
 
-Tests that use ``azurite``, ``scoring_service`` or ``app_env`` are marked ``integration`` automatically.
+The ``twin`` fixture is the local twin of a managed endpoint: nginx in front of 2 scoring replicas,
+checking an endpoint key; ``twin_factory`` starts private twins (their own Azurite if asked) for tests
+that kill a replica or storage.
+
+Tests that use ``azurite``, ``scoring_service``, ``app_env``, ``twin`` or ``twin_factory`` are marked
+``integration`` automatically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import os
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -20,6 +28,7 @@ from scripts.local_stack import (
     DEFAULT_ENTRY_SCRIPT,
     DEFAULT_MODEL_DIR,
     HOST,
+    LocalStack,
     azurite_blob_endpoint,
     azurite_connection_string,
     free_port,
@@ -28,8 +37,9 @@ from scripts.local_stack import (
     scoring_url,
     services,
 )
+from scripts.local_stack.twin import TwinLimits
 
-INTEGRATION_FIXTURES = {"azurite", "scoring_service", "app_env"}
+INTEGRATION_FIXTURES = {"azurite", "scoring_service", "app_env", "twin", "twin_factory"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,3 +114,91 @@ def app_server(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                                 env=dict(os.environ, **app_env))  # fmt: skip
     with running(service):
         yield f"http://{HOST}:{service.port}"
+
+
+# ---------------------------------------------------------------------------------------------- the twin
+
+
+@dataclasses.dataclass(frozen=True)
+class TwinInfo:
+    """A running twin: nginx on ``port`` checking ``key``, in front of the replicas on ``replica_ports``."""
+
+    stack: LocalStack  # started; its replica_procs, nginx_proc, logs and STACK_DIR
+    key: str = dataclasses.field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return self.stack.scoring_url
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.scoring_base_url
+
+    @property
+    def port(self) -> int:
+        return self.stack.scoring_port
+
+    @property
+    def replica_ports(self) -> tuple[int, ...]:
+        return tuple(proc.service.port or 0 for proc in self.stack.replica_procs)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The endpoint key as the app sends it."""
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+TwinFactory = Callable[..., TwinInfo]
+
+
+def start_twin(
+    stack_dir: Path,
+    *,
+    azurite_port: int | None,
+    entry_script: Path | None = None,
+    model_dir: Path | None = None,
+    limits: TwinLimits | None = None,
+    env: Mapping[str, str] | None = None,
+    replicas: int = 2,
+) -> tuple[LocalStack, str]:
+    """A twin (``replicas`` x 1 worker) with a new key; its own in-memory Azurite if ``azurite_port`` is None."""
+    key = secrets.token_urlsafe(32)
+    own_azurite = azurite_port is None
+    port = free_port() if azurite_port is None else azurite_port
+    child_env = {k: v for k, v in os.environ.items() if k not in ("SCORING_KEY", "ALLOWED_BLOB_HOSTS")}
+    child_env.update(ALLOWED_BLOB_HOSTS=f"{HOST}:{port}", **(env or {}))
+    stack = LocalStack(
+        azurite=own_azurite, in_memory=True, azurite_port=port, scoring_port=free_port(), stack_dir=stack_dir,
+        workers=1, replicas=replicas, scoring_key=key, env=child_env, twin_limits=limits,
+        entry_script=entry_script, model_dir=model_dir, scoring_timeout=300.0,
+    )  # fmt: skip
+    return stack.start(), key
+
+
+@pytest.fixture(scope="session")
+def twin(azurite: AzuriteInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinInfo]:
+    """The local twin on ``azurite``: nginx (key checked; clients silent for 3 s are cut off) in front of
+    2 replicas of service/score.py, 1 worker each."""
+    if not DEFAULT_ENTRY_SCRIPT.is_file():
+        pytest.skip(f"{DEFAULT_ENTRY_SCRIPT.relative_to(DEFAULT_ENTRY_SCRIPT.parents[1])} does not exist yet")
+    stack, key = start_twin(tmp_path_factory.mktemp("twin"), azurite_port=azurite.port,
+                            limits=TwinLimits(client_timeout_s=3.0))  # fmt: skip
+    try:
+        yield TwinInfo(stack, key)
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def twin_factory(tmp_path: Path) -> Iterator[TwinFactory]:
+    """Start private twins: ``twin_factory(azurite_port=..., entry_script=..., limits=..., env=...)``
+    (``azurite_port=None``: with their own in-memory Azurite); all are stopped after the test."""
+    count = itertools.count(1)
+    with contextlib.ExitStack() as started:
+
+        def factory(**kwargs: object) -> TwinInfo:
+            stack, key = start_twin(tmp_path / f"twin-{next(count)}", **kwargs)  # type: ignore[arg-type]
+            started.callback(stack.stop)
+            return TwinInfo(stack, key)
+
+        yield factory

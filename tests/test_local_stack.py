@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -494,3 +495,211 @@ def test_cli_run_refuses_a_busy_app_port_naming_the_setting(tmp_path: Path) -> N
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "STREAMLIT_PORT" in result.stderr
     assert not ls.pid_file(tmp_path, "azurite").exists() and not (tmp_path / "azurite.log").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the twin (nginx)
+
+TWIN_KEY = "Twin-Key_0123456789abcdefghijklmnop"
+
+
+def test_settings_read_replicas_and_the_key_and_hide_it() -> None:
+    settings = ls.Settings.from_env({"SCORING_REPLICAS": "2", "SCORING_KEY": TWIN_KEY})
+    assert (settings.scoring_replicas, settings.scoring_key) == (2, TWIN_KEY)
+    assert TWIN_KEY not in repr(settings)
+    assert ls.Settings.from_env({}).scoring_replicas == 0 and ls.Settings.from_env({}).scoring_key == ""
+    for bad in ("two", "-1", "99"):
+        with pytest.raises(ls.StackError, match="SCORING_REPLICAS"):
+            ls.Settings.from_env({"SCORING_REPLICAS": bad})
+
+
+def test_replicas_zero_is_todays_single_service_and_n_puts_nginx_in_front(tmp_path: Path) -> None:
+    ports = {"azurite_port": ls.free_port(), "scoring_port": ls.free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in ("SCORING_REPLICAS", "SCORING_KEY")}
+    plain = ls.LocalStack(stack_dir=tmp_path / "plain", env=env, scoring_key=TWIN_KEY, **ports)
+    assert list(plain.services()) == ["azurite", "scoring"] and plain.services()["scoring"].port == plain.scoring_port
+    assert "SCORING_KEY" not in plain.app_env() and not plain.keyed  # no nginx, nothing checks a key
+    assert not (tmp_path / "plain" / "nginx").exists()
+
+    twin = ls.LocalStack(stack_dir=tmp_path / "twin", env=env, replicas=3, scoring_key=TWIN_KEY, **ports)
+    services = twin.services()
+    assert list(services) == ["azurite", "replica-1", "replica-2", "replica-3", "nginx"]
+    assert services["nginx"].port == twin.scoring_port and services["nginx"].port_env == "SCORING_PORT"
+    replica_ports = [services[f"replica-{i}"].port for i in (1, 2, 3)]
+    assert len(set(replica_ports)) == 3 and not set(replica_ports) & set(ports.values())
+    assert twin.services()["replica-1"].port == replica_ports[0]  # chosen once
+    for i in (1, 2, 3):
+        replica = services[f"replica-{i}"]
+        assert replica.log_path == tmp_path / "twin" / f"replica-{i}.log"
+        assert replica.env is not None and "SCORING_KEY" not in replica.env  # only nginx checks the key
+    assert twin.app_env() == {**ls.app_env(twin.azurite_port, twin.scoring_port), "SCORING_KEY": TWIN_KEY}
+    assert twin.scoring_url == f"http://127.0.0.1:{twin.scoring_port}/score"
+    assert TWIN_KEY not in repr(twin) and TWIN_KEY not in repr(services)
+    command = list(services["nginx"].command)
+    prefix = tmp_path / "twin" / "nginx"
+    assert command == ["/usr/sbin/nginx", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr",
+                       "-g", "daemon off;"]  # fmt: skip
+    with pytest.raises(ls.StackError, match="SCORING_KEY") as info:
+        ls.LocalStack(stack_dir=tmp_path, replicas=1, scoring_key="short key; with spaces")
+    assert "short key" not in str(info.value)
+
+
+def test_the_generated_nginx_config(tmp_path: Path) -> None:
+    from scripts.local_stack import twin
+
+    prefix = twin.write_nginx_config(tmp_path, 5001, [7001, 7002], TWIN_KEY)
+    conf = (prefix / "nginx.conf").read_text()
+    auth = (prefix / "auth.conf").read_text()
+    assert prefix == tmp_path / "nginx"
+    assert (prefix / "nginx.conf").stat().st_mode & 0o777 == 0o600 and (prefix / "auth.conf").stat().st_mode & 0o777 == 0o600
+    assert TWIN_KEY in auth and TWIN_KEY not in conf
+    assert f'if ($http_authorization != "Bearer {TWIN_KEY}") {{ return 403; }}' in auth
+    assert 'if ($http_authorization = "") { return 401; }' in auth
+    assert "listen 127.0.0.1:5001;" in conf and conf.count("listen ") == 1
+    assert "least_conn;" in conf
+    assert "server 127.0.0.1:7001 max_fails=1 fail_timeout=2s;" in conf and "server 127.0.0.1:7002" in conf
+    for line in (
+        f"client_max_body_size {4 * 2**20};", f"client_body_buffer_size {4 * 2**20};",  # whole bodies, in memory
+        "client_header_timeout 10000ms;", "client_body_timeout 10000ms;", "proxy_request_buffering on;",
+        "proxy_connect_timeout 2000ms;", "proxy_read_timeout 60000ms;", "proxy_next_upstream error non_idempotent;",
+        "proxy_next_upstream_tries 2;", "proxy_max_temp_file_size 0;", 'proxy_set_header Authorization "";',
+        "add_header X-Replica $upstream_addr always;", f'include "{prefix / "auth.conf"}";', f'pid "{prefix / "nginx.pid"}";',
+        f'access_log "{prefix / "access.log"}" twin;', f'client_body_temp_path "{prefix / "client_body_temp"}";',
+    ):  # fmt: skip
+        assert line in conf, line
+    log_format = conf[conf.index("log_format") : conf.index("access_log")]
+    assert "$http_" not in log_format and "authorization" not in log_format.lower()
+    # Every error nginx can answer itself has a JSON page in the contract's shape.
+    for status, (code, _message) in twin.ERRORS.items():
+        assert f"error_page {status} /_twin_error/{status};" in conf
+        body = json.loads(twin.error_body(status, twin.TwinLimits()))
+        assert set(body) == {"error", "message"} and body["error"] == code and body["message"]
+    assert {400, 401, 403, 404, 405, 408, 413, 502, 503, 504} <= set(twin.ERRORS)
+    assert "4 MB" in twin.error_body(413, twin.TwinLimits())
+
+    # No key: no check; a bigger MAX_REQUEST_MB is followed; the config is valid for the real nginx,
+    # also in a STACK_DIR with a space; one that could break out of nginx's quotes is refused.
+    open_prefix = twin.write_nginx_config(tmp_path / "open stack", 5002, [7003], None, twin.TwinLimits.from_env(
+        {"MAX_REQUEST_MB": "8"}))  # fmt: skip
+    with pytest.raises(ls.StackError, match="STACK_DIR"):
+        twin.write_nginx_config(tmp_path / 'a"b', 5003, [7004], None)
+    assert "return 40" not in (open_prefix / "auth.conf").read_text()
+    assert "include" not in (open_prefix / "nginx.conf").read_text().split("location / {")[1].split("proxy_pass")[0]
+    assert f"client_max_body_size {8 * 2**20};" in (open_prefix / "nginx.conf").read_text()
+    if not twin.NGINX_BIN.exists():
+        pytest.skip("nginx is not installed (scripts/setup.sh installs it)")
+    for checked in (prefix, open_prefix):
+        result = subprocess.run([str(twin.NGINX_BIN), "-t", "-p", f"{checked}/", "-c", str(checked / "nginx.conf"),
+                                 "-e", "stderr"], capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert TWIN_KEY not in result.stderr
+
+
+@pytest.mark.parametrize("key", ["short", "has space in it 0123456789", 'quote"0123456789abcdef', "dollar$0123456789abcdef",
+                                 "semi;colon0123456789abcd", "x" * 257])  # fmt: skip
+def test_keys_nginx_cannot_check_safely_are_refused_without_quoting_them(key: str) -> None:
+    from scripts.local_stack import twin
+
+    with pytest.raises(ls.StackError, match="SCORING_KEY") as info:
+        twin.check_scoring_key(key)
+    assert key not in str(info.value)
+
+
+def test_cli_replicas_option_is_checked() -> None:
+    for bad in ("two", "-1", "17"):
+        result = cli("up", "--replicas", bad, stack_dir=Path("/nonexistent"))
+        assert result.returncode == 2 and "--replicas" in result.stderr, result.stderr
+    assert "--replicas N" in cli("up", "--help", stack_dir=Path("/nonexistent")).stdout
+    assert "--replicas N" in cli("run", "--help", stack_dir=Path("/nonexistent")).stdout
+
+
+@pytest.mark.integration
+def test_cli_up_status_down_with_two_replicas_behind_nginx(tmp_path: Path) -> None:
+    ports = {"AZURITE_PORT": str(ls.free_port()), "SCORING_PORT": str(ls.free_port()), "SCORING_WORKERS": "1"}
+    up = cli("up", "--replicas", "2", "--in-memory", stack_dir=tmp_path, SCORING_KEY=TWIN_KEY, **ports)
+    records = {name: ls.read_pid_file(tmp_path, name) for name in ("azurite", "replica-1", "replica-2", "nginx")}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"Scoring (twin)    http://127.0.0.1:{ports['SCORING_PORT']}/score" in up.stdout
+        assert "nginx in front of 2 replicas" in up.stdout and TWIN_KEY not in up.stdout + up.stderr
+        assert all(record is not None and record.alive() for record in records.values()), records
+        assert not ls.pid_file(tmp_path, "scoring").exists()
+        base = f"http://127.0.0.1:{ports['SCORING_PORT']}"
+        assert ls.http_request(base + "/", headers={"Authorization": f"Bearer {TWIN_KEY}"}).status == 200  # type: ignore[union-attr]
+        refused = ls.http_request(base + "/")
+        assert refused is not None and refused.status == 401 and "json" in refused.content_type
+
+        status = cli("status", stack_dir=tmp_path)  # from another shell, without the key
+        assert status.returncode == 0, status.stdout
+        lines = status.stdout.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["azurite", "replica-1", "replica-2", "nginx"]
+        assert all("running, healthy" in line for line in lines), status.stdout
+
+        again = cli("up", "--replicas", "2", stack_dir=tmp_path, **ports)
+        assert again.returncode == 0 and "scoring: already running (nginx" in again.stdout
+        assert cli("run", "--", "true", stack_dir=tmp_path, **ports).returncode == 1  # refuses: 'up' runs
+    finally:
+        down = cli("down", stack_dir=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert [line.split(":")[0] for line in down.stdout.splitlines()] == ["nginx", "replica-1", "replica-2", "azurite"]
+    for record in records.values():
+        assert record is not None
+        assert_group_gone(record.pid)
+    assert not list(tmp_path.glob("*.pid"))
+    assert not ls.port_in_use(int(ports["SCORING_PORT"]))
+    assert cli("status", stack_dir=tmp_path).returncode == 3
+
+
+@pytest.mark.integration
+def test_cli_run_with_replicas_gives_the_command_the_key_and_the_twins_url(tmp_path: Path) -> None:
+    code = (
+        "import os, urllib.request\n"
+        f"assert os.environ['SCORING_KEY'] == {TWIN_KEY!r}\n"
+        "base = os.environ['SCORING_URL'].removesuffix('/score')\n"
+        "req = urllib.request.Request(base + '/', headers={'Authorization': 'Bearer ' + os.environ['SCORING_KEY']})\n"
+        "with urllib.request.urlopen(req, timeout=10) as answer:\n"
+        "    assert answer.status == 200 and answer.headers['X-Replica'].startswith('127.0.0.1:')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("BLOB_CONNECTION_STRING", "SCORING_URL", "SCORING_KEY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.local_stack", "run", "--replicas", "1", "--in-memory", "--", sys.executable,
+         "-c", code],
+        check=False, cwd=ls.ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(env, STACK_DIR=str(tmp_path), AZURITE_PORT=str(ls.free_port()), SCORING_PORT=str(ls.free_port()),
+                 SCORING_KEY=TWIN_KEY, SCORING_WORKERS="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not list(tmp_path.glob("*.pid"))
+
+
+@pytest.mark.integration
+def test_run_survives_a_dead_replica_and_stops_when_none_is_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.local_stack import cli as local_cli
+
+    script = write_fake_score(tmp_path / "svc", init_seconds=0)
+    stack = ls.LocalStack(azurite=False, azurite_port=12345, scoring_port=ls.free_port(), workers=1, replicas=2,
+                          stack_dir=tmp_path / "run", entry_script=script, model_dir=script.parent)  # fmt: skip
+    with stack:
+        fg = local_cli._Foreground()
+        fg.starting = False
+        fg.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        result: list[int] = []
+        supervisor = threading.Thread(target=lambda: result.append(local_cli._supervise(stack, fg, None)), daemon=True)
+        try:
+            first, second = stack.replica_procs
+            supervisor.start()
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+            answer = ls.http_request(stack.scoring_url, "POST", b'{"x": 1}')  # the other replica serves
+            assert answer is not None and answer.status == 200
+            supervisor.join(1.0)  # it polls every 0.2 s: it has seen the death by now, and goes on
+            assert supervisor.is_alive() and not result
+            os.killpg(second.pid, signal.SIGKILL)
+            supervisor.join(30)
+            assert result == [1]  # none left: run stops
+        finally:
+            fg.child.kill()
+            fg.child.wait()
+            supervisor.join(30)
+    err = capsys.readouterr().err
+    assert "replica-1 exited unexpectedly (code -9); the other replicas go on serving" in err
+    assert "replica-2 exited unexpectedly (code -9); last lines" in err

@@ -2,19 +2,21 @@
 
 Importable (the pytest fixtures and the benchmark use it) and a CLI::
 
-    .venv/bin/python -m scripts.local_stack up [--only azurite|scoring]   # background, waits until healthy
+    .venv/bin/python -m scripts.local_stack up [--only azurite|scoring] [--replicas N]  # background, until healthy
     .venv/bin/python -m scripts.local_stack status
     .venv/bin/python -m scripts.local_stack down                          # idempotent
-    .venv/bin/python -m scripts.local_stack run [--only ...] [-- COMMAND ...]  # foreground
+    .venv/bin/python -m scripts.local_stack run [--only ...] [--replicas N] [-- COMMAND ...]  # foreground
 
 Each service is a :class:`Service` (command, environment, port, readiness probes, log file), started
 by the one :func:`spawn_and_wait` in its own process group, so that :func:`stop` ends the whole group
 and leaves no orphans. Everything binds 127.0.0.1 only. Settings come from the environment
-(``AZURITE_PORT``, ``SCORING_PORT``, ``STREAMLIT_PORT``, ``SCORING_WORKERS``, ``STACK_DIR``).
+(``AZURITE_PORT``, ``SCORING_PORT``, ``STREAMLIT_PORT``, ``SCORING_WORKERS``, ``SCORING_REPLICAS``,
+``SCORING_KEY``, ``STACK_DIR``). With ``--replicas N`` (``SCORING_REPLICAS``) the scoring service is
+the local twin of a managed endpoint: N replicas behind nginx, which checks ``SCORING_KEY``.
 
 Modules: ``config`` (paths, settings, addresses, errors), ``net`` (ports, HTTP, probes), ``process``
-(spawn, wait, stop), ``services`` (Azurite, scoring service, streamlit), ``pidfile``, ``stack``
-(:class:`LocalStack`), ``cli``.
+(spawn, wait, stop), ``services`` (Azurite, scoring service, streamlit), ``twin`` (nginx in front of
+the replicas), ``pidfile``, ``stack`` (:class:`LocalStack`), ``cli``.
 """
 
 from .config import (
@@ -47,11 +49,43 @@ from .process import (
 )
 from .services import azurite_service, scoring_service, streamlit_service
 from .stack import LocalStack
+from .twin import TwinLimits, nginx_service
 
 __all__ = [
-    "DEFAULT_ENTRY_SCRIPT", "DEFAULT_MODEL_DIR", "HOST", "ROOT", "HttpAnswer", "HttpProbe", "LocalStack", "PidRecord",
-    "PortInUseError", "Service", "ServiceProcess", "Settings", "StackError", "app_env", "azurite_blob_endpoint",
-    "azurite_connection_string", "azurite_service", "free_port", "group_members", "http_request", "log_tail",
-    "pid_file", "port_in_use", "read_pid_file", "running", "scoring_base_url", "scoring_service", "scoring_url", "spawn", "spawn_and_wait", "stop",
-    "stop_tree", "streamlit_service", "wait_ready",
+    "DEFAULT_ENTRY_SCRIPT",
+    "DEFAULT_MODEL_DIR",
+    "HOST",
+    "ROOT",
+    "HttpAnswer",
+    "HttpProbe",
+    "LocalStack",
+    "PidRecord",
+    "PortInUseError",
+    "Service",
+    "ServiceProcess",
+    "Settings",
+    "StackError",
+    "TwinLimits",
+    "app_env",
+    "azurite_blob_endpoint",
+    "azurite_connection_string",
+    "azurite_service",
+    "free_port",
+    "group_members",
+    "http_request",
+    "log_tail",
+    "nginx_service",
+    "pid_file",
+    "port_in_use",
+    "read_pid_file",
+    "running",
+    "scoring_base_url",
+    "scoring_service",
+    "scoring_url",
+    "spawn",
+    "spawn_and_wait",
+    "stop",
+    "stop_tree",
+    "streamlit_service",
+    "wait_ready",
 ]  # fmt: skip

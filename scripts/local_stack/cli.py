@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from .config import (
     HOST,
+    MAX_REPLICAS,
     PORT_ENV,
     SERVICES,
     Settings,
@@ -23,16 +26,36 @@ from .config import (
     scoring_url,
 )
 from .net import HttpProbe, ensure_port_free
-from .pidfile import read_pid_file, remove_pid_file
-from .process import log_tail, stop_tree
+from .pidfile import PidRecord, read_pid_file, remove_pid_file
+from .process import ServiceProcess, log_tail, stop_tree
 from .services import azurite_probes, scoring_probes
 from .stack import LocalStack
+from .twin import nginx_status_probe
 
 DOWN_HINT = ".venv/bin/python -m scripts.local_stack down"
 
 
 def _selected(only: str | None) -> dict[str, bool]:
     return {name: only in (None, name) for name in SERVICES}
+
+
+_REPLICA_RE = re.compile(r"^replica-(\d+)$")
+
+
+def members(stack_dir: Path, name: str) -> list[str]:
+    """The pid-file names of service ``name``, in stop order: for "scoring", the twin's nginx, then
+    its replicas (those with pid files), then the plain service."""
+    if name != "scoring":
+        return [name]
+    found = [m for m in (_REPLICA_RE.match(path.stem) for path in Path(stack_dir).glob("replica-*.pid")) if m]
+    replicas = [m.group(0) for m in sorted(found, key=lambda m: int(m.group(1)))]
+    return ["nginx", *replicas, "scoring"]
+
+
+def _records(stack_dir: Path, name: str) -> dict[str, PidRecord]:
+    """The pid records of service ``name`` (see :func:`members`) that exist."""
+    records = {member: read_pid_file(stack_dir, member) for member in members(stack_dir, name)}
+    return {member: record for member, record in records.items() if record is not None}
 
 
 def _stack(args: argparse.Namespace, settings: Settings, wanted: dict[str, bool]) -> LocalStack:
@@ -44,6 +67,7 @@ def _stack(args: argparse.Namespace, settings: Settings, wanted: dict[str, bool]
         pid_files=True,
         scoring_timeout=args.timeout,
         azurite_timeout=min(args.timeout, 120.0),
+        replicas=args.replicas,
     )
 
 
@@ -51,13 +75,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Start in the background, wait until healthy, print the addresses."""
     wanted = _selected(args.only)
     for name in SERVICES:
-        record = read_pid_file(settings.stack_dir, name)
-        if wanted[name] and record is not None:
+        if not wanted[name]:
+            continue
+        for member, record in _records(settings.stack_dir, name).items():
             if record.alive():
-                print(f"{name}: already running (pid {record.pid}, port {record.port}); use 'down' first to restart it")
+                print(f"{name}: already running ({member}: pid {record.pid}, port {record.port}); "
+                      "use 'down' first to restart it")  # fmt: skip
                 wanted[name] = False
-            else:
-                remove_pid_file(settings.stack_dir, name)
+                break
+        else:
+            for member in members(settings.stack_dir, name):
+                remove_pid_file(settings.stack_dir, member)
     if not any(wanted.values()):
         return 0
     stack = _stack(args, settings, wanted).start()
@@ -72,21 +100,24 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     for name in reversed(SERVICES):
         if not wanted[name]:
             continue
-        record = read_pid_file(settings.stack_dir, name)
-        if record is None:
+        records = _records(settings.stack_dir, name)
+        if not records:
             print(f"{name}: not running")
-        elif record.alive():
-            stop_tree(record.pid)
-            print(f"{name}: stopped (pid {record.pid}, port {record.port})")
-        else:
-            print(f"{name}: not running (stale pid file removed)")
-        remove_pid_file(settings.stack_dir, name)
+        for member, record in records.items():
+            if record.alive():
+                stop_tree(record.pid)
+                print(f"{member}: stopped (pid {record.pid}, port {record.port})")
+            else:
+                print(f"{member}: not running (stale pid file removed)")
+            remove_pid_file(settings.stack_dir, member)
     return 0
 
 
-def _health_probe(name: str, port: int) -> tuple[HttpProbe, str]:
-    if name == "azurite":
+def _health_probe(member: str, port: int, settings: Settings) -> tuple[HttpProbe, str]:
+    if member == "azurite":
         return azurite_probes(port)[0], azurite_blob_endpoint(port)
+    if member == "nginx":
+        return nginx_status_probe(port, settings.scoring_key or None), scoring_url(port)
     return scoring_probes(scoring_base_url(port))[0], scoring_url(port)
 
 
@@ -94,20 +125,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print each service's state. Exit 0 if all recorded services are up, 3 if none runs, else 1."""
     running = problems = 0
     for name in SERVICES:
-        record = read_pid_file(settings.stack_dir, name)
-        if record is None:
+        records = _records(settings.stack_dir, name)
+        if not records:
             print(f"{name}: not running")
-            continue
-        if not record.alive():
-            print(f"{name}: dead (pid {record.pid} is gone; stale pid file); log: {record.log_path}")
-            problems += 1
-            continue
-        probe, url = _health_probe(name, record.port)
-        healthy = probe.check(2.0) is None
-        state = "running, healthy" if healthy else "running, NOT answering"
-        print(f"{name}: {state} (pid {record.pid}) {url}; log: {record.log_path}")
-        running += 1
-        problems += 0 if healthy else 1
+        order = sorted(records, key=lambda m: (m == "nginx", m != "scoring"))  # stable: replicas in order
+        for member in order:  # the plain service; or the replicas, then nginx
+            record = records[member]
+            if not record.alive():
+                print(f"{member}: dead (pid {record.pid} is gone; stale pid file); log: {record.log_path}")
+                problems += 1
+                continue
+            probe, url = _health_probe(member, record.port, settings)
+            healthy = probe.check(2.0) is None
+            state = "running, healthy" if healthy else "running, NOT answering"
+            print(f"{member}: {state} (pid {record.pid}) {url}; log: {record.log_path}")
+            running += 1
+            problems += 0 if healthy else 1
     if problems:
         return 1
     return 0 if running else 3
@@ -136,11 +169,11 @@ class _Foreground:
 def cmd_run(args: argparse.Namespace, settings: Settings, command: list[str]) -> int:
     """Foreground: start the stack, run ``command`` (if any) with the app settings, stop all at the end."""
     for name in SERVICES:
-        record = read_pid_file(settings.stack_dir, name)
-        if record is not None and record.alive():
-            print(f"local_stack run: {name} from an earlier 'up' is running (pid {record.pid}, port "
-                  f"{record.port}); stop it first: {DOWN_HINT}", file=sys.stderr)  # fmt: skip
-            return 1
+        for member, record in _records(settings.stack_dir, name).items():
+            if record.alive():
+                print(f"local_stack run: {member} from an earlier 'up' is running (pid {record.pid}, port "
+                      f"{record.port}); stop it first: {DOWN_HINT}", file=sys.stderr)  # fmt: skip
+                return 1
     if args.app_port is not None:
         ensure_port_free(args.app_port, PORT_ENV["streamlit"])
     fg = _Foreground()
@@ -181,15 +214,20 @@ def _supervise(stack: LocalStack, fg: _Foreground, app: HttpProbe | None) -> int
     child = fg.child
     if fg.received and child is not None:  # a signal that came before the command existed
         child.send_signal(fg.received[-1])
+    reported: set[str] = set()
     while child is None or child.poll() is None:
         if child is None and fg.received:
             return 0
         dead = stack.dead()
+        replicas = stack.replica_procs
+        no_replica_left = bool(replicas) and all(proc.poll() is not None for proc in replicas)
         for name, proc in dead.items():
-            print(f"local_stack run: {name} exited unexpectedly (code {proc.returncode}); "
-                  f"last lines of {proc.log_path}:\n{log_tail(proc.log_path)}", file=sys.stderr)  # fmt: skip
-        if dead:
+            if name not in reported:
+                _report_exit(name, proc, survivable=name.startswith("replica-") and not no_replica_left)
+                reported.add(name)
+        if no_replica_left or any(not name.startswith("replica-") for name in dead):
             return 1
+        # A dead replica is survivable: nginx sends its requests to the others (as an endpoint would).
         if child is not None and fg.received:
             _stop_command(child)  # the command has the signal: time to exit on its own, then insist
             break
@@ -200,6 +238,12 @@ def _supervise(stack: LocalStack, fg: _Foreground, app: HttpProbe | None) -> int
     assert child is not None
     code = child.returncode
     return 128 - code if code < 0 else code
+
+
+def _report_exit(name: str, proc: ServiceProcess, survivable: bool) -> None:
+    going_on = "; the other replicas go on serving" if survivable else ""
+    print(f"local_stack run: {name} exited unexpectedly (code {proc.returncode}){going_on}; "
+          f"last lines of {proc.log_path}:\n{log_tail(proc.log_path)}", file=sys.stderr)  # fmt: skip
 
 
 def _stop_command(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -217,11 +261,22 @@ def _terminal_sent_it_to_child() -> bool:
         return False
 
 
+def _replica_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: 0 (no nginx) to {MAX_REPLICAS}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.local_stack",
-        description="Azurite + the scoring service on 127.0.0.1. Ports etc. from AZURITE_PORT, SCORING_PORT, "
-        "STREAMLIT_PORT, SCORING_WORKERS, STACK_DIR.",
+        description="Azurite + the scoring service on 127.0.0.1 (or N scoring replicas behind nginx, the local "
+        "twin of a managed endpoint). Ports etc. from AZURITE_PORT, SCORING_PORT, STREAMLIT_PORT, SCORING_WORKERS, "
+        "SCORING_REPLICAS, SCORING_KEY, STACK_DIR.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -230,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         if start:
             p.add_argument("--in-memory", action="store_true", help="Azurite keeps its data in memory")
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+            p.add_argument("--replicas", type=_replica_count, metavar="N",
+                           help="N scoring replicas behind nginx on SCORING_PORT, which checks SCORING_KEY if set "
+                           "(default SCORING_REPLICAS, else 0: one scoring service, no nginx)")  # fmt: skip
 
     common(sub.add_parser("up", help="start in the background and wait until healthy"), True)
     common(sub.add_parser("down", help="stop what 'up' (or a running 'run') started; idempotent"), False)

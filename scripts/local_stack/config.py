@@ -21,6 +21,7 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 SERVICES = ("azurite", "scoring")
+MAX_REPLICAS = 16
 PORT_ENV = {"azurite": "AZURITE_PORT", "scoring": "SCORING_PORT", "streamlit": "STREAMLIT_PORT"}
 
 
@@ -52,25 +53,38 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Ports, worker count and the state directory, read from the environment."""
+    """Ports, worker and replica counts, the endpoint key and the state directory, from the environment.
+
+    ``scoring_replicas`` 0 is one plain scoring service on ``scoring_port``; N >= 1 is the local twin
+    of a managed endpoint: N replicas behind nginx on ``scoring_port``, which checks ``scoring_key``
+    (if set) as ``Authorization: Bearer``. The key is never part of the ``repr``.
+    """
 
     azurite_port: int = 10000
     scoring_port: int = 5001
     streamlit_port: int = 8501
     scoring_workers: int = 2
     stack_dir: Path = ROOT / ".run"
+    scoring_replicas: int = 0
+    scoring_key: str = dataclasses.field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read AZURITE_PORT, SCORING_PORT, STREAMLIT_PORT, SCORING_WORKERS and STACK_DIR."""
+        """Read AZURITE_PORT, SCORING_PORT, STREAMLIT_PORT, SCORING_WORKERS, SCORING_REPLICAS, SCORING_KEY
+        and STACK_DIR."""
         env = os.environ if env is None else env
         stack_dir = env.get("STACK_DIR", "").strip()
+        replicas = _int_env(env, "SCORING_REPLICAS", cls.scoring_replicas)
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise StackError(f"SCORING_REPLICAS={replicas} is out of range: 0 (no nginx) to {MAX_REPLICAS}")
         return cls(
             azurite_port=_int_env(env, "AZURITE_PORT", cls.azurite_port),
             scoring_port=_int_env(env, "SCORING_PORT", cls.scoring_port),
             streamlit_port=_int_env(env, "STREAMLIT_PORT", cls.streamlit_port),
             scoring_workers=_int_env(env, "SCORING_WORKERS", cls.scoring_workers),
             stack_dir=Path(stack_dir).resolve() if stack_dir else cls.stack_dir,
+            scoring_replicas=replicas,
+            scoring_key=env.get("SCORING_KEY", "").strip(),
         )
 
 
@@ -97,9 +111,12 @@ def scoring_url(port: int) -> str:
     return f"{scoring_base_url(port)}/score"
 
 
-def app_env(azurite_port: int, scoring_port: int) -> dict[str, str]:
-    """The settings the Streamlit app needs to find the local services."""
-    return {
+def app_env(azurite_port: int, scoring_port: int, scoring_key: str | None = None) -> dict[str, str]:
+    """The settings the Streamlit app needs to find the local services (and the twin's endpoint key)."""
+    env = {
         "BLOB_CONNECTION_STRING": azurite_connection_string(azurite_port),
         "SCORING_URL": scoring_url(scoring_port),
     }
+    if scoring_key:
+        env["SCORING_KEY"] = scoring_key
+    return env

@@ -8,7 +8,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .config import HOST, PortInUseError
 
@@ -52,11 +52,16 @@ class HttpAnswer:
 
 
 def http_request(
-    url: str, method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> HttpAnswer | None:
     """One request; the answer for any HTTP status, or None if no HTTP answer came (refused, timeout)."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    sent = {"Content-Type": "application/json"} if body is not None else {}
+    sent.update(headers or {})
+    req = urllib.request.Request(url, data=body, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return HttpAnswer(resp.status, resp.headers.get("Content-Type", ""), resp.read())
@@ -66,6 +71,7 @@ def http_request(
     except (urllib.error.URLError, OSError, ValueError):
         # ConnectionRefused/Reset, socket timeouts, RemoteDisconnected, BadStatusLine, ...
         return None
+
 
 def any_answer(answer: HttpAnswer) -> bool:
     """Ready on any HTTP answer, whatever its status."""
@@ -84,9 +90,10 @@ class HttpProbe:
     method: str = "GET"
     body: bytes | None = None
     request_timeout: float = 5.0
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # may hold a key
 
     def check(self, timeout: float) -> str | None:
-        answer = http_request(self.target, self.method, self.body, timeout=timeout)
+        answer = http_request(self.target, self.method, self.body, timeout=timeout, headers=self.headers)
         if answer is None:
             return "no answer"
         return None if self.ready(answer) else f"HTTP {answer.status} {answer.body[:200]!r}"
