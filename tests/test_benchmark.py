@@ -1,10 +1,12 @@
 """The benchmark's parts that need no stack: formatting, ratios, targets, report, charts, options.
 
-Nothing here is timed, and the real run is never started (it needs an idle machine).
+Nothing here is timed. The full runs are never started (they need an idle machine); the mixed
+load's one small real run (slow) checks answers and the printed table, not latencies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -16,10 +18,13 @@ import pytest
 
 from lib import formatting as fmt
 from lib.errors import ServiceRejected
+from lib.reference import PlaintextModel
 from scripts.benchmark import __main__ as cli
-from scripts.benchmark import cpu, figures, load, report, results, targets
+from scripts.benchmark import cpu, figures, load, mixed, mixed_run, mixed_session, report, results, targets
 from scripts.benchmark.measure import InProcessScorer
+from scripts.benchmark.mixed_session import Answer, SessionOutcome
 from scripts.benchmark.results import Digits, Measured, Throughput
+from scripts.local_stack import free_port
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
 
@@ -464,7 +469,9 @@ def test_chart_limits_leave_room_for_labels(log: bool) -> None:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[ScoringService]:
-    service = ScoringService(*load_model(cli.ROOT / "service" / "model" / "mnist-linear" / "1"), ServiceSettings.from_env())
+    service = ScoringService(
+        *load_model(cli.ROOT / "service" / "model" / "mnist-linear" / "1"), ServiceSettings.from_env()
+    )
     service.wait_ready()
     yield service
     service.close()
@@ -481,3 +488,433 @@ def test_in_process_scorer_refuses_like_http_and_replays(service: ScoringService
     assert call.body["scheme"] == "bfv-1" and call.response_bytes == len(raw)
     with pytest.raises(ServiceRejected):  # the queue is empty again: the service answers
         scorer.score({"contract": "something else"})
+
+
+# --- the mixed load (--mixed): statistics, targets and report on fakes ---------------------------
+
+
+def _sample(
+    scheme: str,
+    started: float,
+    seconds: float,
+    *,
+    phase: str = mixed.TIMED,
+    status: int = 200,
+    session: int = 0,
+    key_cache: str = "hit",
+    server_s: float | None = None,
+    wrong: bool = False,
+    error: str = "",
+) -> mixed.Sample:
+    return mixed.Sample(
+        scheme=scheme, session=session, phase=phase, digit=0, started=started, finished=started + seconds,
+        status=status, key_cache=key_cache if status == 200 else "", server_s=server_s,
+        compute_s=None if server_s is None else server_s / 2, wrong=wrong, error=error,
+    )  # fmt: skip
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(60, 0, -1)]  # 1..60, unsorted
+    assert mixed.percentile(values, 95) == 57.0  # 3 of 60 took longer
+    assert mixed.percentile(values, 50) == 30.0
+    assert mixed.percentile(values, 100) == 60.0
+    assert mixed.percentile([0.2, 0.1, 0.4, 0.3], 50) == 0.2  # a measured value, never interpolated
+    assert mixed.percentile([5.0], 95) == 5.0
+    assert mixed.percentile([], 95) is None
+    with pytest.raises(ValueError):
+        mixed.percentile([1.0], 0)
+
+
+def test_parse_sessions_and_replicas() -> None:
+    known = ("ei", "ckks", "bfv")
+    assert mixed.parse_sessions("bfv=6, ckks=6,EI=4", known) == {"bfv": 6, "ckks": 6, "ei": 4}
+    assert mixed.parse_sessions("bfv=2,ei=0", known) == {"bfv": 2}  # 0 sessions: left out
+    for bad in ("bfv", "paillier=2", "bfv=two", "bfv=1,bfv=2", "bfv=-1", "ei=0", ""):
+        with pytest.raises(ValueError):
+            mixed.parse_sessions(bad, known)
+    assert mixed.parse_replicas("1,2,1") == [1, 2]
+    for bad in ("0", "x", ""):
+        with pytest.raises(ValueError):
+            mixed.parse_replicas(bad)
+    assert mixed.describe_sessions({"bfv": 6, "ckks": 6, "ei": 4}) == "16 sessions (6 bfv, 6 ckks, 4 ei)"
+
+
+def test_mixed_options() -> None:
+    args = cli.parse_args(["--mixed", "--replicas", "1", "--sessions", "bfv=1,ei=1", "--predictions", "2"])
+    assert args.mixed and args.replicas == [1] and args.sessions == {"bfv": 1, "ei": 1}
+    assert args.predictions == 2 and args.warmup is None
+    default = cli.parse_args([])
+    assert not default.mixed  # the default mode is unchanged
+    assert default.replicas == [1, 2] and default.sessions == {"bfv": 6, "ckks": 6, "ei": 4}
+    assert default.predictions == 10
+    for bad in (["--sessions", "rsa=1"], ["--replicas", "0"], ["--predictions", "0"], ["--warmup", "-1"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--mixed", *bad])
+
+
+def _fake_load() -> dict[str, mixed.SchemeLoad]:
+    """bfv: 10 requests of 10..90 and 250 ms, the last two after ei finished; ei: 2 timed + 1 warm-up;
+    ckks: one right, one lost, one wrong."""
+    samples = [_sample("ei", 0.0, 2.0, phase=mixed.WARMUP, key_cache="miss", server_s=1.9)]
+    samples += [
+        _sample("ei", 2.0, 1.0, server_s=0.9),
+        _sample("ei", 3.0, 1.5, server_s=1.4, key_cache="miss"),
+    ]
+    samples += [_sample("bfv", 0.5 * i, 0.01 * (i + 1), server_s=0.004) for i in range(8)]  # during ei
+    samples += [_sample("bfv", 5.0, 0.09), _sample("bfv", 5.5, 0.25)]  # ei is done by 4.5 s
+    samples += [
+        _sample("ckks", 0.1, 0.02, server_s=0.01),
+        _sample("ckks", 0.2, 0.5, status=mixed.LOST_STATUS, error="ConnectionResetError: reset"),
+        _sample("ckks", 0.3, 0.03, server_s=0.01, wrong=True, error="label 3, the plaintext model says 5"),
+    ]
+    return mixed.summarise(samples, {"bfv": 2, "ckks": 1, "ei": 1})
+
+
+def test_summarise_keeps_warmups_apart_and_marks_requests_while_ei_ran() -> None:
+    loads = _fake_load()
+    assert list(loads) == ["bfv", "ckks", "ei"]
+    bfv, ckks, ei = loads["bfv"], loads["ckks"], loads["ei"]
+    assert (ei.requests, len(ei.warmups), ei.misses) == (2, 1, 1)  # the warm-up's miss is not counted
+    assert bfv.requests == 10 and len(bfv.during_slow) == 8
+    assert bfv.p95_s == pytest.approx(0.25) and bfv.max_s == pytest.approx(0.25)
+    assert bfv.p95_during_slow_s == pytest.approx(0.08)  # the two after ei finished are left out
+    assert bfv.p50_s == pytest.approx(0.05)
+    assert bfv.span_s == pytest.approx(5.75)
+    assert bfv.throughput == pytest.approx(10 / 5.75)
+    assert (ckks.wrong, ckks.lost) == (1, 1)
+    assert ckks.throughput == pytest.approx(1 / 0.6)  # only the right answer counts, over 0.1..0.7 s
+    assert ckks.p95_s == pytest.approx(0.03)  # a lost request has no latency
+    assert ckks.first_errors == ["ConnectionResetError: reset", "label 3, the plaintext model says 5"]
+    assert ei.p95_during_slow_s is None and ei.p95_s == pytest.approx(1.5)
+    assert ei.server_percentile("server", 50) == pytest.approx(0.9)
+    assert ei.server_percentile("outside", 95) == pytest.approx(0.1)
+    every = mixed.combined(loads)
+    assert (every.requests, every.sessions, every.lost, every.wrong) == (15, 4, 1, 1)
+
+
+def test_overlap_is_strict() -> None:
+    a, b = _sample("bfv", 1.0, 1.0), _sample("ei", 2.0, 1.0)  # b starts as a ends
+    assert not a.overlaps(b) and not b.overlaps(a)
+    assert a.overlaps(_sample("ei", 1.5, 0.1)) and a.overlaps(_sample("ei", 0.0, 5.0))
+
+
+def test_mixed_targets_are_the_issues() -> None:
+    goals = {(t.scheme, t.metric): (t.comparison, t.threshold) for t in targets.MIXED_TARGETS}
+    assert goals == {
+        ("bfv", "p95_during_ei"): ("<=", 0.150),
+        ("ckks", "p95_during_ei"): ("<=", 0.150),
+        ("ei", "p95"): ("<=", 3.0),
+        ("*", "wrong"): ("<=", 0),
+        ("*", "lost"): ("<=", 0),
+    }
+    assert all(t.metric in targets.LOAD_METRICS for t in targets.MIXED_TARGETS)
+
+
+def test_evaluate_load_verdicts() -> None:
+    loads = _fake_load()
+    found = {(v.scheme, v.target.metric): v for v in targets.evaluate_load(loads)}
+    assert len(found) == 3 + 3 * 2  # every scheme gets the wrong and lost targets
+    assert found[("bfv", "p95_during_ei")].verdict == "met"
+    assert found[("bfv", "p95_during_ei")].shown == "80.0 ms"
+    assert found[("ei", "p95")].verdict == "met"
+    assert found[("ckks", "wrong")].verdict == found[("ckks", "lost")].verdict == "NOT met"
+    assert found[("bfv", "lost")].verdict == "met" and found[("bfv", "lost")].shown == "0"
+    assert found[("ckks", "p95_during_ei")].goal == "p95 round trip while ei runs <= 150 ms"
+    assert not targets.all_met(list(found.values()))
+    slow = {"ei": mixed.SchemeLoad("ei", timed=[_sample("ei", 0.0, 3.5)])}
+    assert [v.verdict for v in targets.evaluate_load(slow)] == ["NOT met", "met", "met"]
+    # without ei in the load, "while ei runs" cannot be measured, and so is no pass
+    alone = {"bfv": mixed.SchemeLoad("bfv", timed=[_sample("bfv", 0.0, 0.01)])}
+    verdicts = targets.evaluate_load(alone)
+    assert verdicts[0].verdict == "not measured" and not targets.all_met(verdicts)
+    assert not targets.all_met([])
+
+
+def _topology(loads: dict[str, mixed.SchemeLoad], replicas: int = 1) -> mixed.Topology:
+    sessions = {name: load.sessions for name, load in loads.items()}
+    return mixed.Topology(
+        replicas, f"{replicas} replica(s)", sessions, predictions=10, warmup=1, loads=loads, wall_s=5.0,
+        service_cpu_s=9.0, client_cpu_s=0.05, other_cpu=0.02, cpus=2,
+    )  # fmt: skip
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """The load table's rows by scheme: the cells split on runs of two or more spaces."""
+    import re
+
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("scheme ") and "p95" in line)
+    header = re.split(r"\s{2,}", lines[start].strip())
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.strip() or line.startswith("("):
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells
+    return {name: dict(zip(header, cells, strict=True)) for name, cells in rows.items()}  # type: ignore[misc]
+
+
+def test_topology_report_shows_every_scheme_and_the_verdict() -> None:
+    text = report.topology_report(_topology(_fake_load()))
+    rows = _rows(text)
+    assert list(rows) == ["bfv", "ckks", "ei", "all"]
+    assert rows["bfv"]["p95"] == "250 ms" and rows["bfv"]["p95 while ei ran"] == "80.0 ms"
+    assert rows["bfv"]["while ei ran"] == "8/10" and rows["bfv"]["predictions/s"] == "1.7/s"
+    assert (rows["ckks"]["wrong"], rows["ckks"]["lost"]) == ("1", "1")
+    assert rows["ei"]["key-cache misses"] == "1" and rows["ei"]["p95 while ei ran"] == fmt.MISSING
+    assert rows["all"]["requests"] == "15"
+    assert "ckks: ConnectionResetError: reset" in text
+    assert "result: FAIL (7 of 9 targets met)" in text
+    warmups = "warm-ups (untimed, before the timed phase, not in the tables above): ei 1 requests"
+    assert f"{warmups}, each session's first p50 2.00 s, max 2.00 s" in text
+    assert "p50 of each session: bfv 50.0 ms; ckks 20.0 ms; ei 1.00 s" in text
+    assert "the stack (scoring, Azurite) 9.00 s (90% of the machine)" in text
+
+
+def test_mixed_report_passes_skips_and_summarises() -> None:
+    good = {
+        "bfv": mixed.SchemeLoad("bfv", 1, timed=[_sample("bfv", 0.1, 0.02, server_s=0.01)]),
+        "ei": mixed.SchemeLoad("ei", 1, timed=[_sample("ei", 0.0, 1.2, server_s=1.0)]),
+    }
+    good = mixed.summarise([*good["bfv"].timed, *good["ei"].timed], {"bfv": 1, "ei": 1})
+    skipped = mixed.Topology(2, "2 replicas behind nginx", {"bfv": 1}, 10, 4, skipped="skipped: no twin yet")
+    text = report.mixed_report([_topology(good), skipped])
+    assert "result: PASS (6 of 6 targets met)" in text
+    assert "== 2 replicas behind nginx ==\n\nskipped: no twin yet" in text
+    assert "== summary ==" not in text  # one topology ran
+    both = report.mixed_report([_topology(good), _topology(_fake_load(), replicas=2)])
+    summary = both.split("== summary ==")[1]
+    assert "20.0 ms (20.0 ms)" in summary and "250 ms (80.0 ms)" in summary
+    assert summary.strip().splitlines()[-1].split() == ["result", "PASS", "FAIL"]
+    dumped = json.loads(mixed.samples_json([_topology(good), skipped]))
+    assert [t["replicas"] for t in dumped] == [1]  # the skipped topology has no samples
+    assert [s["scheme"] for s in dumped[0]["samples"]] == ["bfv", "ei"]
+    assert dumped[0]["samples"][1]["round_trip_s"] == pytest.approx(1.2)
+
+
+# --- the mixed load: the parts around the processes ------------------------------------------------
+
+
+def test_jobs_deal_out_distinct_digits_and_hide_secrets() -> None:
+    digits = Digits(np.random.default_rng(1).random((40, 784)), np.arange(40) % 10, "test")
+    jobs = mixed_run.jobs_for(
+        {"bfv": 2, "ei": 1}, 3, 1, digits, scoring_url="http://127.0.0.1:1/score",
+        connection_string="AccountKey=secret", scoring_key="key-123",
+    )  # fmt: skip
+    assert [(j.scheme, j.number) for j in jobs] == [("bfv", 0), ("bfv", 1), ("ei", 2)]
+    picked = [d for j in jobs for d in j.digits]
+    assert len(picked) == len(set(picked)) == 12
+    assert np.array_equal(jobs[1].pixels, digits.images[list(jobs[1].digits)])
+    assert "secret" not in repr(jobs[0]) and "key-123" not in repr(jobs[0])
+
+
+def test_stack_arguments_per_topology() -> None:
+    assert mixed_run._stack_kwargs(1) == ({"replicas": 0}, "")  # the plain service
+    kwargs, key = mixed_run._stack_kwargs(2)
+    assert kwargs["replicas"] == 2 and kwargs["scoring_key"] == key and len(key) >= 24
+    assert mixed_run._stack_kwargs(2)[1] != key  # a fresh key per run
+    assert mixed_run.key_caches(1) == 2 and mixed_run.key_caches(2) == 4  # a cache per gunicorn worker
+    assert mixed_run.default_warmup(1) == 6 and mixed_run.default_warmup(2) == 12
+
+
+def test_the_twin_topology_is_skipped_without_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr(mixed_run, "twin_available", lambda: False)
+    digits = Digits(np.zeros((1, 784)), np.zeros(1), "test")
+    log = io.StringIO()
+    topology = mixed_run.run_topology(2, {"bfv": 1}, 2, None, digits, _fake_model(), log=log)
+    assert "no `replicas` parameter" in topology.skipped and not topology.loads
+    assert "skipped" in log.getvalue()
+    assert mixed_run.twin_available() is not None  # the real check reads LocalStack's signature
+
+
+def _fake_model() -> PlaintextModel:
+    """Scores = the first ten pixels: a digit whose pixel k is largest is class k."""
+    coef = np.zeros((10, 784))
+    coef[np.arange(10), np.arange(10)] = 1.0
+    return PlaintextModel(coef=coef, intercept=np.zeros(10), path=Path("fake"))
+
+
+def test_samples_are_checked_against_the_plaintext_model() -> None:
+    images = np.zeros((3, 784))
+    images[0, 3] = images[1, 5] = images[2, 7] = 1.0
+    digits = Digits(images, np.array([3, 5, 7]), "fake")
+    right, wrong = np.eye(10)[3], np.eye(10)[2]
+    answers = [
+        Answer(
+            mixed.WARMUP,
+            0,
+            0.0,
+            1.0,
+            200,
+            key_cache="miss",
+            replica="127.0.0.1:9",
+            timings_ms={"parse": 10.0, "key_fetch": 50.0, "compute": 800.0, "total": 900.0},
+            scores=right,
+        ),
+        Answer(mixed.TIMED, 1, 1.0, 1.5, 200, key_cache="hit", timings_ms={"total": 400.0}, scores=wrong),
+        Answer(mixed.TIMED, 2, 1.5, 1.6, 200, key_cache="hit", error="bad answer: InvalidInput: not valid"),
+        Answer(mixed.TIMED, 2, 1.6, 1.7, 503, error="HTTP 503 busy"),
+    ]
+    samples = mixed_run.samples_of(SessionOutcome("ei", 4, answers), _fake_model(), digits)
+    assert [(s.phase, s.wrong, s.ok) for s in samples] == [
+        ("warm-up", False, True),
+        ("timed", True, True),  # label 2, the plaintext model says 5
+        ("timed", True, True),  # undecryptable
+        ("timed", False, False),  # lost
+    ]
+    assert samples[0].server_s == pytest.approx(0.9) and samples[0].compute_s == pytest.approx(0.8)
+    assert samples[0].server_wait_s == pytest.approx(0.04) and samples[0].replica == "127.0.0.1:9"
+    assert samples[1].server_wait_s is None  # parts missing: not guessed
+    assert samples[1].error == "label 2, the plaintext model says 5"
+    assert samples[3].error == "HTTP 503 busy" and samples[0].session == 4
+
+
+def test_send_all_times_each_request_with_the_key_and_counts_losses() -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.http_stub import serve
+
+    seen: list[tuple[str, bytes, int]] = []  # (Authorization, body, client port: one per connection)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers.get("Authorization", ""), body, self.client_address[1]))
+            status = 200 if body != b"refuse" else 403
+            cache = b"miss" if body.startswith(b"miss") else b"hit"
+            data = b'{"server":{"key_cache":"%s"}}' % cache if status == 200 else b'{"error":"forbidden"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Replica", "127.0.0.1:7")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serve(Handler) as base:
+        sent = mixed_session.send_all(f"{base}/score", [b"a", b"refuse", b"b"], key="k1")
+        assert len({port for *_, port in seen}) == 1  # one kept-alive connection
+        seen.clear()
+        warmups = mixed_session.send_all(
+            f"{base}/score", [b"miss1", b"hit", b"miss2", b"never sent"], reuse=False, stop_after_misses=2
+        )
+        assert [b for _, b, _ in seen] == [b"miss1", b"hit", b"miss2"]  # stopped at the second miss
+        assert len({port for *_, port in seen}) == 3  # a new connection each
+    assert len(warmups) == 3
+    assert [(s[2], s[5]) for s in sent] == [(200, "127.0.0.1:7"), (403, "127.0.0.1:7"), (200, "127.0.0.1:7")]
+    assert all(s[0] <= s[1] for s in sent) and sent[0][1] <= sent[1][0]  # back to back, in order
+    assert mixed_session._refusal(403, sent[1][3]) == "HTTP 403 forbidden"
+    assert mixed_session._refusal(502, b"<html>") == "HTTP 502"
+    port = free_port()  # nothing listens there: every request is lost, none retried
+    lost = mixed_session.send_all(f"http://127.0.0.1:{port}/score", [b"a", b"b"], timeout_s=5)
+    assert [s[2] for s in lost] == [mixed.LOST_STATUS] * 2 and lost[0][4].startswith("ConnectionRefusedError")
+
+
+def test_key_header_only_when_a_key_is_set() -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.http_stub import serve
+
+    auth: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            auth.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serve(Handler) as base:
+        mixed_session.send_all(f"{base}/score", [b"x"], key="k1")
+        mixed_session.send_all(f"{base}/score", [b"x"])
+    assert auth == ["Bearer k1", None]
+
+
+def test_per_session_and_replica_figures() -> None:
+    samples = [
+        _sample("ei", 0.0, 1.0, session=2), _sample("ei", 1.0, 3.0, session=2), _sample("ei", 4.0, 2.0, session=2),
+        _sample("ei", 0.0, 5.0, session=1),
+        _sample("ei", 5.0, 1.0, session=1, status=mixed.LOST_STATUS),  # no latency: not in its p50
+    ]  # fmt: skip
+    loads = mixed.summarise(samples, {"ei": 2})
+    assert mixed.per_session_p50(loads["ei"]) == [5.0, 2.0]  # session 1, then session 2
+    assert "ei 5.00 s, 2.00 s" in report.per_session_line(loads)
+    assert mixed.replica_counts(loads) == {} and report.replicas_line(loads) is None
+    twin = [dataclasses.replace(s, replica=f"127.0.0.1:{1 + i % 2}") for i, s in enumerate(samples)]
+    twin_loads = mixed.summarise(twin, {"ei": 2})
+    assert mixed.replica_counts(twin_loads) == {"127.0.0.1:1": 3, "127.0.0.1:2": 2}
+    assert (
+        report.replicas_line(twin_loads)
+        == "timed answers per replica (X-Replica): 127.0.0.1:1 3, 127.0.0.1:2 2"
+    )
+
+
+class _FakeBarrier:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_session_that_cannot_start_reports_and_breaks_the_barriers() -> None:
+    job = mixed_session.SessionJob(
+        scheme="paillier", number=3, scoring_url="http://127.0.0.1:1/score",
+        connection_string="UseDevelopmentStorage=true", container="public-keys",
+        digits=(0,), pixels=np.zeros((1, 784)), warmup=1,
+    )  # fmt: skip
+    ready, warm, done, out = _FakeBarrier(), _FakeBarrier(), _FakeBarrier(), []
+
+    class _Queue:
+        def put(self, obj: object) -> None:
+            out.append(obj)
+
+    with pytest.raises(Exception, match="paillier"):
+        mixed_session.session_main(job, ready, warm, done, _Queue())
+    assert ready.aborted and warm.aborted and done.aborted
+    assert len(out) == 1 and out[0].number == 3
+    assert out[0].failure.startswith("preparing the session failed") and not out[0].answers
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_small_real_mixed_run_answers_every_scheme_right(capsys: pytest.CaptureFixture[str]) -> None:
+    """1 replica, 1 session per scheme, 2 predictions: a real stack, real processes, real digits."""
+    from lib.schemes import SCHEME_NAMES
+
+    sessions = ",".join(f"{name}=1" for name in SCHEME_NAMES)
+    code = cli.main(["--mixed", "--replicas", "1", "--sessions", sessions, "--predictions", "2"])
+    text = capsys.readouterr().out
+    rows = _rows(text.split("== 1 replica")[1])
+    assert set(rows) == {*SCHEME_NAMES, "all"}
+    for name in SCHEME_NAMES:
+        assert (rows[name]["requests"], rows[name]["wrong"], rows[name]["lost"]) == ("2", "0", "0"), rows[
+            name
+        ]
+        assert rows[name]["p95"] != fmt.MISSING
+    assert "result: " in text and code in (0, 1)  # latency targets are printed, never asserted here
+
+
+def test_warmup_line_shows_each_sessions_first_request() -> None:
+    samples = [
+        _sample("bfv", 0.0, 0.5, phase=mixed.WARMUP, key_cache="miss", session=0),
+        _sample("bfv", 0.5, 0.1, phase=mixed.WARMUP, session=0),
+        _sample("bfv", 0.0, 0.3, phase=mixed.WARMUP, key_cache="miss", session=1),
+        _sample("bfv", 1.0, 0.01, session=0),
+    ]
+    line = report.warmup_line(mixed.summarise(samples, {"bfv": 2}))
+    assert line.endswith("bfv 3 requests, each session's first p50 300 ms, max 500 ms")

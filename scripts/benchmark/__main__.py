@@ -13,6 +13,13 @@ from pathlib import Path
 from types import FrameType
 
 from scripts.benchmark import __doc__ as overview
+from scripts.benchmark.mixed import (
+    DEFAULT_PREDICTIONS,
+    DEFAULT_REPLICAS,
+    DEFAULT_SESSIONS,
+    parse_replicas,
+    parse_sessions,
+)
 from scripts.benchmark.results import WORKERS, Measured
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +88,42 @@ def build_parser(known: Sequence[str]) -> argparse.ArgumentParser:
         help="folder for the PNG and SVG charts (default artifacts/benchmark/)",
     )
     figures.add_argument("--no-figures", action="store_true", help="do not write the charts")
+    mixed = parser.add_argument_group(
+        "mixed load",
+        "--mixed runs only the mixed load of issue 10 instead: concurrent sessions of every scheme, each "
+        "its own key pair in its own process, on one replica (the plain service) and on the local twin",
+    )
+    mixed.add_argument("--mixed", action="store_true", help="run the mixed-load benchmark instead")
+    mixed.add_argument(
+        "--replicas",
+        default=",".join(str(n) for n in DEFAULT_REPLICAS),
+        help="topologies, comma-separated: 1 = the plain service, N >= 2 = N replicas behind nginx (default 1,2)",
+    )
+    mixed.add_argument(
+        "--sessions",
+        default=",".join(f"{name}={count}" for name, count in DEFAULT_SESSIONS.items()),
+        help="concurrent sessions per scheme (default bfv=6,ckks=6,ei=4)",
+    )
+    mixed.add_argument(
+        "--predictions",
+        type=int,
+        default=DEFAULT_PREDICTIONS,
+        help=f"timed predictions per session, back to back (default {DEFAULT_PREDICTIONS})",
+    )
+    mixed.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="at most this many untimed warm-up requests per session; each stops early once its key is "
+        "in every worker's cache (default: 3 per gunicorn worker behind the URL)",
+    )
+    mixed.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write every request's figures (times, status, server timings) as JSON to FILE",
+    )
     return parser
 
 
@@ -96,6 +139,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if min(args.warm, args.reference_runs, args.throughput_clients, args.accuracy_digits) < 1:
         parser.error("--warm, --reference-runs, --throughput-clients and --accuracy-digits must be >= 1")
+    try:
+        args.replicas = parse_replicas(args.replicas)
+        args.sessions = parse_sessions(args.sessions, SCHEME_NAMES)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.predictions < 1 or (args.warmup is not None and args.warmup < 0):
+        parser.error("--predictions must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -193,13 +243,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_mixed(args: argparse.Namespace) -> int:
+    """The mixed load on each topology in turn (each its own stack), then the report; 1 if a target failed."""
+    from lib.reference import load_reference_model
+    from scripts.benchmark.measure import load_digits
+    from scripts.benchmark.mixed_run import default_warmup, run_topology
+    from scripts.benchmark.report import mixed_report
+    from scripts.benchmark.targets import all_met, evaluate_load
+
+    most_warmups = max(default_warmup(n) if args.warmup is None else args.warmup for n in args.replicas)
+    digits = load_digits(sum(args.sessions.values()) * (most_warmups + args.predictions))
+    print(f"mixed load on {digits.images.shape[0]} digits of the {digits.source}", flush=True)
+    model = load_reference_model()
+    topologies = [
+        run_topology(replicas, args.sessions, args.predictions, args.warmup, digits, model)
+        for replicas in args.replicas
+    ]
+    print(mixed_report(topologies))
+    if args.samples is not None:
+        from scripts.benchmark.mixed import samples_json
+
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        args.samples.write_text(samples_json(topologies), encoding="utf-8")
+        print(f"\nsamples: {args.samples}")
+    ran = [t for t in topologies if not t.skipped]
+    return 0 if ran and all(all_met(evaluate_load(t.loads)) for t in ran) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and run, stopping everything started on Ctrl-C, SIGTERM or SIGHUP."""
     args = parse_args(argv)
     handler = _StopOnSignal()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        return run(args)
+        return run_mixed(args) if args.mixed else run(args)
     except KeyboardInterrupt:
         print("\ninterrupted: everything the benchmark started has been stopped", file=sys.stderr)
         return 130
