@@ -33,6 +33,9 @@ def init() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # The storage SDK logs every HTTP request at INFO; one line per scoring request is ours to write.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # The AzureML server configures logging with disable_existing_loggers; ours may already exist
+    # (gunicorn's master imported the ei pool before forking this worker).
+    logging.getLogger("encrypted_mnist.service").disabled = False
     model_dir = os.environ.get("AZUREML_MODEL_DIR", str(DEFAULT_MODEL_DIR))
     coef, intercept = load_model(model_dir)
     service = ScoringService(coef, intercept, ServiceSettings.from_env())

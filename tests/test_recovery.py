@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
+from lib.errors import ServiceRejected
 from lib.session import EncryptedSession, Prediction
 from lib.settings import AppSettings
 from scripts.local_stack import (
@@ -56,9 +57,19 @@ def expected_label(pixels: np.ndarray) -> int:
     return int(np.argmax(coef @ pixels + intercept))
 
 
+def pool_process(master_pid: int) -> psutil.Process:
+    """The replica's ei pool (service/schemes/ei_pool.py), a child of gunicorn's master."""
+    (pool,) = [child for child in psutil.Process(master_pid).children() if "ei_pool" in " ".join(child.cmdline())]
+    return pool
+
+
+def workers(master_pid: int) -> list[psutil.Process]:
+    return [child for child in psutil.Process(master_pid).children() if "gunicorn" in " ".join(child.cmdline())]
+
+
 def worker_holding_a_request(master_pid: int, port: int) -> psutil.Process | None:
     """The worker that has accepted a connection on ``port`` (an open request), if any."""
-    for worker in psutil.Process(master_pid).children():
+    for worker in workers(master_pid):
         for connection in worker.net_connections(kind="tcp"):
             if connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED:
                 return worker
@@ -71,9 +82,9 @@ def test_a_worker_killed_mid_request_costs_one_retry_not_a_wrong_answer(
     _, port, master_pid = own_service
     pixels = np.random.default_rng(11).random(784)
     with EncryptedSession.start(settings, scheme="ei") as session:
-        # Freeze the native children, so a request stays in its worker until that worker is killed.
-        children = [child for worker in psutil.Process(master_pid).children() for child in worker.children()]
-        assert children, "each worker runs an ei child"
+        # Freeze the pool's native children, so a request stays in its worker until that worker is killed.
+        children = pool_process(master_pid).children()
+        assert len(children) == os.cpu_count(), "the pool runs one ei child per core"
         for child in children:
             child.send_signal(signal.SIGSTOP)
         outcome: dict[str, Prediction | BaseException] = {}
@@ -92,12 +103,9 @@ def test_a_worker_killed_mid_request_costs_one_retry_not_a_wrong_answer(
             worker = worker_holding_a_request(master_pid, port)
             time.sleep(0.05)
         assert worker is not None, f"the request never reached a worker: {outcome}"
-        victims = [worker, *worker.children()]
-        for process in victims:
-            process.kill()
-        for child in children:  # the other worker's child goes on serving
-            if child.is_running() and child not in victims:
-                child.send_signal(signal.SIGCONT)
+        worker.kill()
+        for child in children:
+            child.send_signal(signal.SIGCONT)
         thread.join(120)
     assert "error" not in outcome, outcome.get("error")
     prediction = outcome["prediction"]
@@ -116,10 +124,37 @@ def test_after_a_restart_that_lost_the_keys_the_app_uploads_them_again(
     with EncryptedSession.start(settings, scheme="bfv") as session:
         assert session.predict(pixels).label == expected_label(pixels)
         session._store.delete(session.key_id)
-        for worker in psutil.Process(master_pid).children():
-            for process in [*worker.children(), worker]:
-                process.kill()
+        for worker in workers(master_pid):
+            worker.kill()
         prediction = session.predict(pixels)
     assert "re-upload keys" in [stage.name for stage in prediction.stages]
     assert prediction.key_cache == "miss"
     assert prediction.label == expected_label(pixels)
+
+
+def test_a_killed_ei_pool_is_started_again(settings: AppSettings, own_service: tuple[str, int, int]) -> None:
+    """The replica's shared ei pool dies: gunicorn's master starts it again at the same address, the
+    workers reconnect, and ei answers are right again (meanwhile ei requests get 503 not_ready)."""
+    _, _, master_pid = own_service
+    pixels = np.random.default_rng(13).random(784)
+    old_pool = pool_process(master_pid)
+    with EncryptedSession.start(settings, scheme="ei") as session:
+        assert session.predict(pixels).label == expected_label(pixels)
+        old_pool.kill()
+        old_pool.wait(10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                new_pool = pool_process(master_pid)
+                break
+            except ValueError:  # not there yet
+                time.sleep(0.2)
+        assert new_pool.pid != old_pool.pid
+        answers = []
+        while len(answers) < 2 and time.monotonic() < deadline:
+            try:
+                answers.append(session.predict(pixels))
+            except ServiceRejected as rejected:
+                assert (rejected.status, rejected.code) == (503, "not_ready")
+                time.sleep(0.5)
+    assert [prediction.label for prediction in answers] == [expected_label(pixels)] * 2

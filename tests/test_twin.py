@@ -137,6 +137,8 @@ def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
     return True
 
 
+NO_EI_POOL = {"EI_POOL_SIZE": "0"}  # the throwaway entry script has no model for the ei pool to load
+
 @pytest.fixture(scope="module")
 def model() -> PlaintextModel:
     return load_reference_model()
@@ -378,7 +380,7 @@ def in_background(call: Callable[[], Any]) -> Iterator[dict[str, Any]]:
 def test_a_replica_killed_mid_request_is_retried_on_the_other(
     twin_factory: TwinFactory, fake_script: Path, tmp_path: Path
 ) -> None:
-    twin = twin_factory(azurite_port=1, entry_script=fake_script, model_dir=fake_script.parent)
+    twin = twin_factory(azurite_port=1, entry_script=fake_script, model_dir=fake_script.parent, env=NO_EI_POOL)
     pgids = [proc.pid for proc in twin.stack.replica_procs]
     port_of = dict(zip(pgids, twin.replica_ports, strict=True))
     marker = tmp_path / "calls"
@@ -411,7 +413,7 @@ def test_a_replica_killed_mid_request_is_retried_on_the_other(
 def test_a_slow_replica_gets_504_and_a_replicas_own_errors_pass_through(
     twin_factory: TwinFactory, fake_script: Path, tmp_path: Path
 ) -> None:
-    twin = twin_factory(azurite_port=1, entry_script=fake_script, model_dir=fake_script.parent,
+    twin = twin_factory(azurite_port=1, entry_script=fake_script, model_dir=fake_script.parent, env=NO_EI_POOL,
                         limits=TwinLimits(read_timeout_s=1.5))  # fmt: skip
     marker = tmp_path / "calls"
     # Silent for longer than proxy_read_timeout: nginx's JSON 504, and not sent on (it may still run).

@@ -157,6 +157,8 @@ class LocalStack:
                 self._replica_ports = _distinct_free_ports(self.replicas, avoid={self.azurite_port, self.scoring_port})
             # The replicas never see the endpoint key (nginx checks it and strips the header).
             env = {k: v for k, v in (os.environ if self.env is None else self.env).items() if k != "SCORING_KEY"}
+            # The replicas share this machine's cores (in Azure each has its own): split the ei pools.
+            env.setdefault("EI_POOL_SIZE", str(max(1, (os.cpu_count() or 1) // self.replicas)))
             for name, port in zip(self._replica_names(), self._replica_ports, strict=True):
                 replica = scoring_service(
                     port, self.workers, entry_script=self.entry_script, model_dir=self.model_dir,

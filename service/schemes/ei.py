@@ -1,7 +1,8 @@
 """The seed's scheme, `ei`: encrypted-inference 0.9 (SEAL 3.5 CKKS, N=8192), server half.
 
 Its parameters are ``EI`` in service/shared/specs.py (read from the package's parameters.json);
-the SEAL 3.5 format checks are service/shared/seal3.py; the native code runs in a child process.
+the SEAL 3.5 format checks are service/shared/seal3.py; the native code runs in child processes:
+the replica's shared pool under gunicorn (service/schemes/ei_pool.py), else a child of its own.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from service.errors import RequestRejected
 from service.key_source import KeyReference
 from service.schemes.base import Evaluation, SchemeBase
 from service.schemes.ei_isolated import IsolatedEvaluator
+from service.schemes.ei_pool import PoolClient
 from service.shared.seal3 import SEAL_VERSION, check_objects
 from service.shared.seal_header import COMPR_NONE, COMPR_ZLIB, SealFormatError
 from service.shared.specs import EI
@@ -25,12 +27,15 @@ class EiScheme(SchemeBase):
     spec = EI
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, threads: int, cache_bytes: int) -> None:
-        self._evaluator = IsolatedEvaluator(coef, intercept, threads, cache_bytes)
+        pool = PoolClient.from_env()
+        self._evaluator: IsolatedEvaluator | PoolClient = (
+            pool if pool is not None else IsolatedEvaluator(coef, intercept, threads, cache_bytes)
+        )
 
     @property
     def restarts(self) -> int:
-        """How often the native child died on bad input and was replaced."""
-        return self._evaluator.restarts
+        """How often this worker's own native child died on bad input and was replaced (0 with a pool)."""
+        return self._evaluator.restarts if isinstance(self._evaluator, IsolatedEvaluator) else 0
 
     def wait_ready(self) -> None:
         self._evaluator.wait_ready()

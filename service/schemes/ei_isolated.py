@@ -31,7 +31,7 @@ log = logging.getLogger("encrypted_mnist.service")
 _READY_TIMEOUT_S = 120.0
 # The child's CPU priority below the worker's: an ei evaluation (~0.5 s of both cores) yields to the
 # few milliseconds a ckks or bfv request needs, so a fast scheme never waits behind ei's work.
-CHILD_NICENESS = 10
+CHILD_NICENESS = 19
 _EVALUATE_TIMEOUT_S = 300.0
 
 
