@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import DemoError
+from service.shared.model_files import MODEL_DIR, MODEL_FILE
 
 __all__ = [
     "REFERENCE_MODEL_FILE",
@@ -25,7 +26,7 @@ __all__ = [
     "reference_check",
 ]
 
-REFERENCE_MODEL_FILE = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz"
+REFERENCE_MODEL_FILE = MODEL_DIR / MODEL_FILE
 N_CLASSES = 10
 N_FEATURES = 784
 

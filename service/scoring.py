@@ -20,10 +20,10 @@ from service.key_source import SasVerifier, from_connection_string, from_sas_url
 from service.schemes import ServerScheme, build_schemes
 from service.schemes.base import Evaluation
 from service.settings import ServiceSettings
+from service.shared.model_files import MODEL_FILE
 
 log = logging.getLogger("encrypted_mnist.service")
 
-MODEL_FILE = "mnist_linear.npz"
 MAX_CIPHERTEXTS = 8
 INTERNAL_ERROR = RequestRejected(500, *SERVER_ERRORS[500])
 

@@ -21,6 +21,7 @@ from scripts.benchmark.mixed import (
     parse_sessions,
 )
 from scripts.benchmark.results import WORKERS, Measured
+from service.shared.model_files import MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIGURES = ROOT / "artifacts" / "benchmark"
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from service.scoring import ScoringService, load_model
     from service.settings import ServiceSettings
 
-    coef, intercept = load_model(ROOT / "service" / "model" / "mnist-linear" / "1")
+    coef, intercept = load_model(MODEL_DIR)
     digits = load_digits(args.accuracy_digits)
     results: dict[str, Measured] = {}
     reference: Measured | None = None

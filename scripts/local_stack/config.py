@@ -7,12 +7,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from service.shared.model_files import MODEL_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_ENTRY_SCRIPT = ROOT / "service" / "score.py"
-DEFAULT_MODEL_DIR = ROOT / "service" / "model" / "mnist-linear" / "1"
+DEFAULT_MODEL_DIR = MODEL_DIR
 GUNICORN_CONFIG = ROOT / "service" / "gunicorn_config.py"
 
 # Azurite's well-known development account. The key is public (documented by Microsoft for the

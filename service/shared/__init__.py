@@ -6,6 +6,7 @@
 - ``seal_header``: the 16-byte header every serialized Microsoft SEAL object starts with.
 - ``seal4``: Microsoft SEAL 4 (``tenseal.sealapi``): serialization, context, plaintext crafting,
   header checks and checked loading, for ``ckks`` and ``bfv``.
+- ``model_files``: where the trained model lives (Azure's ``<name>/<version>`` layout).
 - ``seal3``: the SEAL 3.5 format checks of encrypted-inference 0.9 (``ei``): object framing and
   the full ciphertext validator that runs before any bytes reach its native code.
 
