@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -892,9 +894,15 @@ def test_a_session_that_cannot_start_reports_and_breaks_the_barriers() -> None:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_small_real_mixed_run_answers_every_scheme_right(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_small_real_mixed_run_answers_every_scheme_right(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """1 replica, 1 session per scheme, 2 predictions: a real stack, real processes, real digits."""
     from lib.schemes import SCHEME_NAMES
+
+    # An earlier AppTest leaves app.py as __main__, which spawned processes would run again (as
+    # `python -m scripts.benchmark`, the benchmark's own __main__ is harmless).
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
 
     sessions = ",".join(f"{name}=1" for name in SCHEME_NAMES)
     code = cli.main(["--mixed", "--replicas", "1", "--sessions", sessions, "--predictions", "2"])

@@ -177,9 +177,22 @@ def _processes(jobs: list[SessionJob]) -> Iterator[tuple[list[Any], Any, Any, An
         )
         for job in jobs
     ]
+    finished = threading.Event()
+
+    def watch() -> None:
+        """A session that dies before the last barrier (it could not even start) breaks the barriers,
+        so this process stops waiting at once instead of after BARRIER_TIMEOUT_S."""
+        while not finished.wait(0.5):
+            if any(proc.exitcode not in (None, 0) for proc in procs):
+                for barrier in (ready, warm, done):
+                    barrier.abort()
+                return
+
+    threading.Thread(target=watch, name="session-watch", daemon=True).start()
     try:
         yield procs, ready, warm, done, out
     finally:
+        finished.set()
         for barrier in (ready, warm, done):
             barrier.abort()  # a session still waiting stops waiting
         for proc in procs:
