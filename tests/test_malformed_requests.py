@@ -25,6 +25,7 @@ import random
 import re
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -714,6 +715,16 @@ def fresh_service(azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield f"http://{HOST}:{port}", log_path
 
 
+def wait_for_log(log_path: Path, done: Callable[[str], bool], patience_s: float = 120.0) -> str:
+    """The log once ``done`` holds for it (the second worker may start after the first has answered)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        text = log_path.read_text(errors="replace")
+        if done(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_normal_start_and_good_requests_log_no_error(fresh_service, ctx: Ctx) -> None:
     base_url, log_path = fresh_service
@@ -722,7 +733,7 @@ def test_a_normal_start_and_good_requests_log_no_error(fresh_service, ctx: Ctx) 
             answer = send(base_url, ours(keys), opened)
             assert answer.status_code == 200, answer.text
         assert_healthy(base_url)
-    text = log_path.read_text(errors="replace")
+    text = wait_for_log(log_path, lambda seen: seen.count("ready for serving traffic") == 2)
     assert text.count("ready for serving traffic") == 2 and "status=200" in text  # the log is the right one
     assert "mnist-linear" in text
     bad = [line for line in text.splitlines() if ERROR_LINE.search(line)]
