@@ -54,7 +54,7 @@ def on_starting(server: Any) -> None:
         return  # no pool: each worker starts an ei child of its own
     model_dir = os.environ.get("AZUREML_MODEL_DIR", str(MODEL_DIR))
     try:
-        _pool = EiPool(model_dir, size, ServiceSettings.from_env().key_cache_bytes // 2)
+        _pool = EiPool(model_dir, size, ServiceSettings.from_env().key_cache_bytes)
     except (RuntimeError, SettingsError) as error:
         # e.g. no model where AZUREML_MODEL_DIR points, or a bad setting: each worker's init() says so itself.
         server.log.warning("%s; each worker starts an ei child of its own", error)

@@ -11,10 +11,11 @@ from encrypted.inference.eiserver import EIServer
 from service.errors import RequestRejected
 from service.schemes.ei import EiScheme
 from service.schemes.ei_isolated import IsolatedEvaluator, KeyCache
+from service.schemes.ei_key_expansion import expand_seeded_keys
 from service.schemes.ei_native import EiNativeEvaluator, to_native_buffer
 from service.scoring import load_model
 from service.shared.seal3 import SEAL_VERSION, check_objects
-from service.shared.seal_header import COMPR_NONE, COMPR_ZLIB
+from service.shared.seal_header import COMPR_NONE, COMPR_ZLIB, SealFormatError, read_header
 
 pytestmark = pytest.mark.slow  # the seed's ei scheme: seconds per test
 
@@ -59,6 +60,57 @@ def test_fast_path_equals_eiserver_predict(ei_client, public_keys, model, digit)
         decrypted = ei_client.decrypt([base64.b64encode(item).decode() for item in fast])
         assert np.max(np.abs(decrypted - reference)) <= 1e-6
         assert np.max(np.abs(decrypted - (coef @ digit + intercept))) <= 1e-4
+
+
+def test_expanded_keys_give_byte_identical_results(ei_client, public_keys, model, digit):
+    """Generating the keys' seeded halves once must reproduce SEAL's own expansion exactly: the
+    native results (deterministic for the same keys) are the same bytes, and they decrypt right."""
+    coef, intercept = model[0][:2], model[1][:2]
+    ciphertext = check_objects(base64.b64decode(ei_client.encrypt(digit)[0]), 1, SEAL_VERSION, MODES)
+    seeded = EiScheme.check_key_blob(public_keys)
+    expanded = expand_seeded_keys(seeded)
+    assert 1.9 * len(seeded) < len(expanded) < 2.1 * len(seeded)  # every key ciphertext was seeded
+    assert expand_seeded_keys(expanded) == expanded  # nothing left to expand
+    evaluator = EiNativeEvaluator(coef, intercept, threads=1)
+    from_seeded = evaluator.evaluate(ciphertext, to_native_buffer(seeded))
+    from_expanded = evaluator.evaluate(ciphertext, to_native_buffer(expanded))
+    assert from_expanded == from_seeded
+    decrypted = ei_client.decrypt([base64.b64encode(item).decode() for item in from_expanded])
+    assert np.max(np.abs(decrypted - (coef @ digit + intercept))) <= 1e-4
+
+
+def test_a_wrong_expansion_would_be_seen(ei_client, public_keys, model, digit):
+    """The counter-check: one flipped seed byte changes a key, and the results with it."""
+    coef, intercept = model[0][:1], model[1][:1]
+    ciphertext = check_objects(base64.b64decode(ei_client.encrypt(digit)[0]), 1, SEAL_VERSION, MODES)
+    seeded = bytearray(EiScheme.check_key_blob(public_keys))
+    offset = 16 + 32 + 8  # the Galois keys' header, parms_id and vector count
+    while struct.unpack_from("<Q", seeded, offset)[0] == 0:  # empty vectors up to the first key
+        offset += 8
+    first_key = offset + 8
+    seeded[first_key + read_header(seeded, first_key).size - 1] ^= 1  # its seed's last byte
+    evaluator = EiNativeEvaluator(coef, intercept, threads=1)
+    good = evaluator.evaluate(ciphertext, to_native_buffer(expand_seeded_keys(EiScheme.check_key_blob(public_keys))))
+    assert evaluator.evaluate(ciphertext, to_native_buffer(expand_seeded_keys(bytes(seeded)))) != good
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong_parms_id", "huge_vector_count", "trailing"])
+def test_expansion_refuses_what_it_does_not_recognise(public_keys, damage):
+    blob = bytearray(EiScheme.check_key_blob(public_keys))
+    galois_end = read_header(blob).size
+    galois = blob[:galois_end]
+    if damage == "truncated":
+        galois = galois[: len(galois) // 2]
+        struct.pack_into("<Q", galois, 8, len(galois))  # a consistent header over a cut body
+    elif damage == "wrong_parms_id":
+        galois[16] ^= 0xFF
+    elif damage == "huge_vector_count":
+        struct.pack_into("<Q", galois, 16 + 32, 1 << 40)
+    else:
+        galois += b"\0" * 8
+        struct.pack_into("<Q", galois, 8, len(galois))
+    with pytest.raises(SealFormatError):
+        expand_seeded_keys(bytes(galois))
 
 
 def test_key_cache_is_bounded_and_least_recently_used_goes_first():

@@ -22,10 +22,15 @@ __all__ = ["ServerScheme", "build_schemes"]
 def build_schemes(
     coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings
 ) -> dict[str, ServerScheme[Any]]:
-    """One instance of every scheme for this worker, sharing the key-cache budget."""
+    """One instance of every scheme for this worker.
+
+    ckks and bfv share half the key-cache budget in the worker; an ei child (the worker's own, or
+    each child of the replica's ei pool) has the whole budget for ei keys, which cost 20 MB each once
+    expanded (service/schemes/ei_key_expansion.py).
+    """
     share = settings.key_cache_bytes // 2
     schemes: list[ServerScheme[Any]] = [
-        EiScheme(coef, intercept, settings.compute_threads, share),
+        EiScheme(coef, intercept, settings.compute_threads, settings.key_cache_bytes),
         CkksScheme(coef, intercept, share // 2),
         BfvScheme(coef, intercept, share // 2),
     ]
