@@ -70,8 +70,10 @@ def _check_text(body: object, raw_text: str) -> None:
     JSON's ``\\udXXX`` escapes can make lone surrogates, which would fail wherever the string is
     encoded later (a URL, a log line); refused here, every later stage sees only encodable text.
     """
+    if raw_text.isascii() and "\\u" not in raw_text:
+        return  # the usual case, found in microseconds: no escapes, and no character beyond ASCII
     if not _SURROGATE_SOURCE.search(raw_text):
-        return  # the usual case: nothing in the text can decode to a surrogate
+        return  # nothing in the text can decode to a surrogate
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
