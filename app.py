@@ -20,6 +20,7 @@ from lib.formatting import format_bytes, format_error, format_seconds
 from lib.schemes import SPECS
 from lib.view_models import Classified, error_source, public_material, scheme_title
 from ui import charts
+from ui.canvas_toolbar import keep_canvas_toolbar_off_the_canvas
 from ui.state import key_progress, page_setup
 
 DRAW, PICK = ":material/draw: Draw", ":material/casino: Pick a test digit"
@@ -99,6 +100,7 @@ def _input_column(state: AppState) -> tuple[DigitInput | None, str]:
             key=f"canvas_{st.session_state.get('canvas_version', 0)}",
         )
         preview = st.container(width=120)
+    keep_canvas_toolbar_off_the_canvas()
     st.button("Clear", icon=":material/ink_eraser:", on_click=_clear_canvas, key="clear")
     try:
         digit = DigitInput.from_drawing(canvas.image_data)

@@ -266,3 +266,55 @@ def test_schemes_page_runs_a_small_comparison(page: Page) -> None:
     expect(page.get_by_test_id("stAlert").filter(has_text="stopped after")).to_have_count(0)
     page.set_viewport_size({"width": 1400, "height": 4000})  # the page scrolls inside; show all of it
     screenshot(page, "browser_schemes.png")
+
+
+# Where a stroke may start: the four corners, the middle of each edge, and the strip along the top
+# right where the canvas component's toolbar sits (x >= 140, y <= 32 of the 280 px canvas).
+STROKE_STARTS = {
+    "top-left corner": (2, 2), "top-right corner": (277, 2),
+    "bottom-left corner": (2, 277), "bottom-right corner": (277, 277),
+    "top edge": (140, 2), "right edge": (277, 140), "bottom edge": (140, 277), "left edge": (2, 140),
+    "toolbar strip, left end": (150, 16), "toolbar strip, middle": (215, 8), "toolbar strip, right end": (265, 28),
+}  # fmt: skip
+
+
+def ink_near(image: np.ndarray, blank: np.ndarray, x: float, y: float, radius: int = 12) -> int:
+    """How many pixels within ``radius`` of (x, y) differ from the blank canvas."""
+    x0, y0 = max(0, int(x) - radius), max(0, int(y) - radius)
+    changed = np.any(
+        image[y0 : int(y) + radius, x0 : int(x) + radius]
+        != blank[y0 : int(y) + radius, x0 : int(x) + radius],
+        axis=-1,
+    )
+    return int(changed.sum())
+
+
+def test_a_stroke_registers_wherever_it_starts(page: Page) -> None:
+    """Every stroke starts at a corner, an edge or under the toolbar, and moves inwards; each one
+    must land on the canvas and reach the app (its 28x28 preview appears)."""
+    empty = page.get_by_text("Draw one digit on the canvas")
+    missed = []
+    for where, (x, y) in STROKE_STARTS.items():
+        page.get_by_role("button", name="Clear").click()
+        wait_for_idle(page)
+        expect(empty).to_be_visible()
+        blank = canvas_image(page)
+        inward = (x + 0.4 * (140 - x), y + 0.4 * (140 - y))
+        stroke(page, [(x, y), inward, (inward[0] + 5, inward[1] + 5)])
+        try:
+            expect(empty).to_have_count(0, timeout=15_000)  # the app got a drawing
+        except AssertionError:
+            missed.append(f"{where} ({x}, {y}): the app still says the canvas is empty")
+            continue
+        if ink_near(canvas_image(page), blank, x, y) == 0:
+            missed.append(f"{where} ({x}, {y}): no ink where the stroke started")
+    assert not missed, "strokes that did not register:\n" + "\n".join(missed)
+
+    # The toolbar still works where it now sits, just above the canvas: Undo takes the last stroke back.
+    box = page.locator("canvas").last.bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 140)  # the toolbar shows while the pointer is on the canvas
+    undo = page.locator(".dc-toolbar").get_by_role("button", name="Undo")
+    undo_box = undo.bounding_box()
+    assert undo_box is not None and undo_box["y"] + undo_box["height"] <= box["y"], "the toolbar overlaps the canvas"
+    undo.click()
+    expect(empty).to_be_visible(timeout=15_000)
