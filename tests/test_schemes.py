@@ -29,12 +29,13 @@ from service.schemes.ei import EiScheme
 from service.scoring import load_model
 from service.settings import ServiceSettings
 from service.shared.seal4 import FILES, galois_element, load_object, plaintext_from_coefficients
-from service.shared.specs import BFV, SPECS
+from service.shared.specs import BFV, CKKS, SPECS
 
 OUTPUT_COEFFICIENTS = list(BFV.params.output_coefficients)
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1"
 CACHE = 64 << 20
+CKKS_OUTPUT_SLOTS = CKKS.params.output_slots
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +272,49 @@ def test_bfv_unit_vector_query_reveals_no_weight(model) -> None:
     # ... and the outputs are still right: a unit query legitimately returns w[c, pixel] (no bias sent).
     weights, _ = quantised_model(coef, intercept)
     assert (with_mask[OUTPUT_COEFFICIENTS] == weights[:, pixel] % 2**32).all()
+
+
+# --- the ckks mask ------------------------------------------------------------------------------
+
+
+def ckks_slots(client, server, keys, pixels: np.ndarray) -> np.ndarray:
+    """Every one of the 2048 slots of a ckks result (a test-only look behind the client's decrypt)."""
+    evaluation = server.evaluate(keys, server.decode_ciphertexts(decoded(client.encrypt(pixels))))
+    ciphertext = sa.Ciphertext()
+    FILES.load(ciphertext, base64.b64decode(server.encode_results(evaluation.results)[0]), client._context)
+    plaintext = sa.Plaintext()
+    client._decryptor.decrypt(ciphertext, plaintext)
+    return np.asarray(client._encoder.decode_double(plaintext))
+
+
+def weights_read(slots: np.ndarray, weights: np.ndarray) -> int:
+    """How many non-output slots hold one of ``weights`` (to 1e-3): what a crafted query reads."""
+    others = np.delete(slots, list(CKKS_OUTPUT_SLOTS))
+    return sum(int(np.sum(np.abs(others - weight) < 1e-3)) for weight in weights if abs(weight) > 1e-3)
+
+
+def test_ckks_unit_vector_query_reveals_no_weight(model) -> None:
+    coef, intercept = model
+    client = new_client("ckks")
+    keys = keys_of(client.public_material(), "ckks-mask")
+    pixel = 300  # a central pixel: its weights are far from zero
+    query = np.zeros(784)
+    query[pixel] = 1.0
+    weights = coef[:, pixel]
+
+    # Without the mask the attack works: over a thousand slots are this pixel's weights.
+    assert weights_read(ckks_slots(client, CkksScheme(coef, intercept, CACHE, mask_result=False), keys, query),
+                        weights) > 1000  # fmt: skip
+    # With it, none: every other slot is fresh noise, different in each answer.
+    masked = CkksScheme(coef, intercept, CACHE)
+    first, second = (ckks_slots(client, masked, keys, query) for _ in range(2))
+    assert weights_read(first, weights) <= 2
+    others = np.delete(first, list(CKKS_OUTPUT_SLOTS))
+    assert np.abs(others).max() <= 512.01 and np.abs(others).mean() > 200  # uniform-looking in +-512
+    assert np.abs(others - np.delete(second, list(CKKS_OUTPUT_SLOTS))).min() > 1e-6
+    # ... and the outputs are still right: a unit query legitimately returns w[c, pixel] + b[c].
+    assert np.max(np.abs(first[list(CKKS_OUTPUT_SLOTS)] - (weights + intercept))) < 1e-3
+    assert np.max(np.abs(score(client, masked, np.eye(784)[pixel], keys) - (weights + intercept))) < 1e-3
 
 
 def test_bfv_result_is_rerandomised_so_c1_does_not_give_away_the_weights(model) -> None:

@@ -12,9 +12,14 @@ lib/schemes/ckks.py holds too (docs/contract.md):
   noise lands on the large product scale, not the input's.
 - A rotate-and-sum over steps 8, 16, ..., 512 adds the 128 blocks of each half: slot r (r < 8)
   and slot 1024 + r - 8 (r = 8, 9) end up with row r's dot product. The bias is added last.
+- The other 2,038 slots then hold partial sums of the model: for a crafted query (one pixel at 1)
+  about 1,270 of them are single weights. So each result gets a fresh mask: uniform noise in
+  +-MASK_BOUND (from the OS) on every non-output slot, zero on the outputs.
 Galois keys: steps 1, 8, 16, ..., 512 only (8 keys, about 0.5 MB), made by the client.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from tenseal import sealapi as sa
@@ -24,6 +29,10 @@ from service.shared.seal4 import FILES, SealFormatError, galois_element, load_ob
 from service.shared.specs import CKKS, N_CLASSES, N_FEATURES
 
 P = CKKS.params
+# Each masked slot is uniform in +-MASK_BOUND: thousands of times any partial sum of the model (a
+# weight is below 1, a score below 100), and 3 bits below the size SEAL refuses to encode (4096 at
+# the result's scale 2^45 with the 54-bit data prime; measured). The outputs stay exact (tested).
+MASK_BOUND = 512.0
 _VECTOR_BYTES = 24  # a std::vector header: the Galois keys' index holds one per slot of N
 
 
@@ -44,16 +53,21 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
     spec = CKKS
     ntt_form = True
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, cache_bytes: int) -> None:
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, cache_bytes: int, *,
+                 mask_result: bool = True) -> None:
+        """``mask_result=False`` exists only so the test can show what the mask protects."""
         super().__init__(cache_bytes)
+        self.mask_result = mask_result
         self.context = make_context(P)
         bound = np.abs(coef).sum(axis=1).max() + np.abs(intercept).max()
         headroom = P.coeff_modulus_bits[0] - P.input_scale_bits - P.weight_scale_bits - 1
         if bound >= 2.0**headroom:
             raise ValueError(f"the model's scores can reach {bound:.0f}; ckks has room for {2**headroom}")
         self._evaluator = sa.Evaluator(self.context)
-        encoder = sa.CKKSEncoder(self.context)
+        encoder = self._encoder = sa.CKKSEncoder(self.context)
         parms_id = self.context.first_parms_id()
+        self._masked_slots = np.ones(2 * P.block, dtype=bool)
+        self._masked_slots[list(P.output_slots)] = False
         self._diagonals = []
         for values in diagonals(coef):
             plaintext = sa.Plaintext()
@@ -108,4 +122,14 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
             evaluator.rotate_vector(acc, step, keys, rotated)
             evaluator.add_inplace(acc, rotated)
         evaluator.add_plain_inplace(acc, self._bias)
+        if self.mask_result:
+            evaluator.add_plain_inplace(acc, self.fresh_mask(acc))
         return [FILES.to_bytes(acc)]
+
+    def fresh_mask(self, result: sa.Ciphertext) -> sa.Plaintext:
+        """Uniform noise in +-MASK_BOUND (from the OS) on every non-output slot, at the result's level and scale."""
+        uniform = np.frombuffer(os.urandom(8 * 2 * P.block), dtype="<u8") / 2.0**64
+        values = np.where(self._masked_slots, (2.0 * uniform - 1.0) * MASK_BOUND, 0.0)
+        mask = sa.Plaintext()
+        self._encoder.encode(values.tolist(), result.parms_id(), result.scale, mask)
+        return mask

@@ -195,8 +195,8 @@ CKKS: SchemeSpec[CkksParams] = SchemeSpec(
     title="ckks: SEAL 4 CKKS",
     library=_SEAL4_UI_LIBRARY,
     summary="CKKS, N=4096, approximate (errors about 1e-4). All 784 pixels in one ciphertext, 8 plaintext "
-    "products and a rotate-and-sum; all 10 scores in one result ciphertext. Its other slots hold partial "
-    "sums of the model, unmasked (bfv masks them).",
+    "products and a rotate-and-sum; all 10 scores in one result ciphertext. Its other slots would hold partial "
+    "sums of the model; the service masks them with fresh noise.",
     public_material="8 Galois keys (rotations by 1, 8, 16, ..., 512), about 0.5 MB",
     security=_SECURITY,
     error_source=_APPROXIMATE,
