@@ -310,7 +310,8 @@ def test_ckks_unit_vector_query_reveals_no_weight(model) -> None:
     first, second = (ckks_slots(client, masked, keys, query) for _ in range(2))
     assert weights_read(first, weights) <= 2
     others = np.delete(first, list(CKKS_OUTPUT_SLOTS))
-    assert np.abs(others).max() <= 512.01 and np.abs(others).mean() > 200  # uniform-looking in +-512
+    # noise in +-512 on top of a partial sum (here a weight, below 1 in size): uniform-looking
+    assert np.abs(others).max() <= 512 + 2 and np.abs(others).mean() > 200
     assert np.abs(others - np.delete(second, list(CKKS_OUTPUT_SLOTS))).min() > 1e-6
     # ... and the outputs are still right: a unit query legitimately returns w[c, pixel] + b[c].
     assert np.max(np.abs(first[list(CKKS_OUTPUT_SLOTS)] - (weights + intercept))) < 1e-3
