@@ -13,7 +13,7 @@ one-pixel shifts and stroke-width changes (thicker, thinner, solid "pen" strokes
 re-normalised MNIST-style, so that drawn digits are recognised too. The fit runs on per-pixel
 standardised pixels; the standardisation is folded back into ``coef`` and ``intercept``.
 
-Writes ``service/model/mnist-linear/1/mnist_linear.npz`` (``coef`` (10, 784) and ``intercept`` (10,),
+Writes ``service/model/mnist/1/mnist_linear.npz`` (``coef`` (10, 784) and ``intercept`` (10,),
 float64) and ``model_card.json`` beside it (Azure's ``<model>/<version>`` layout). If the real MNIST test set is in ``../shared/data/mnist``
 it is used, for evaluation only, to record the test accuracy.
 """

@@ -22,7 +22,7 @@ from service.settings import ServiceSettings
 from service.shared.model_files import MODEL_DIR
 
 # Azure's layout, .../<model name>/<version>: AZUREML_MODEL_DIR names the version folder, as in an Azure ML
-# deployment, so the server reads the model's id (mnist-linear:1) from the path instead of failing to.
+# deployment, so the server reads the model's id (mnist:1) from the path instead of failing to.
 DEFAULT_MODEL_DIR = MODEL_DIR
 
 service: ScoringService | None = None

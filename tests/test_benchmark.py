@@ -472,7 +472,7 @@ def test_chart_limits_leave_room_for_labels(log: bool) -> None:
 @pytest.fixture(scope="module")
 def service() -> Iterator[ScoringService]:
     service = ScoringService(
-        *load_model(cli.ROOT / "service" / "model" / "mnist-linear" / "1"), ServiceSettings.from_env()
+        *load_model(cli.ROOT / "service" / "model" / "mnist" / "1"), ServiceSettings.from_env()
     )
     service.wait_ready()
     yield service

@@ -80,7 +80,7 @@ def test_the_environment_builds_the_service_image_from_what_the_service_ships(lo
     assert (AZUREML / environment["build_path"]).resolve() == ROOT / "service"  # service.SHIPPED, nothing else
     dockerfile = (ROOT / "service" / environment["dockerfile_path"]).read_text()
     assert "EXPOSE 5001" in dockerfile and "SCORING_PORT=5001" in dockerfile
-    assert "AZUREML_MODEL_DIR=/app/service/model/mnist-linear/1" in dockerfile
+    assert "AZUREML_MODEL_DIR=/app/service/model/mnist/1" in dockerfile
     assert environment["routes"] == {
         "liveness_route": {"path": "/", "port": 5001},
         "readiness_route": {"path": "/", "port": 5001},

@@ -36,7 +36,7 @@ def public_keys(ei_client):
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("service/model/mnist-linear/1")
+    return load_model("service/model/mnist/1")
 
 
 @pytest.fixture(scope="module")

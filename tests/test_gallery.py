@@ -31,13 +31,13 @@ def test_gallery_digits_are_exactly_the_held_out_training_digits():
     images, labels = load_gallery()
     assert np.array_equal(labels, y[mask])
     assert np.max(np.abs(images - X[mask])) <= 0.5 / 255 + 1e-6
-    card = json.loads((ROOT / "service" / "model" / "mnist-linear" / "1" / "model_card.json").read_text())
+    card = json.loads((ROOT / "service" / "model" / "mnist" / "1" / "model_card.json").read_text())
     assert card["training_data"]["held_out_for_the_app_gallery"] == int(mask.sum())
     assert card["training_data"]["original_digits"] == len(y) - int(mask.sum())
 
 
 def test_model_recognises_most_held_out_gallery_digits():
-    with np.load(ROOT / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz") as model:
+    with np.load(ROOT / "service" / "model" / "mnist" / "1" / "mnist_linear.npz") as model:
         coef, intercept = model["coef"], model["intercept"]
     images, labels = load_gallery()
     accuracy = float(np.mean(np.argmax(images @ coef.T + intercept, axis=1) == labels))

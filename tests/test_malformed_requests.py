@@ -735,7 +735,7 @@ def test_a_normal_start_and_good_requests_log_no_error(fresh_service, ctx: Ctx) 
         assert_healthy(base_url)
     text = wait_for_log(log_path, lambda seen: seen.count("ready for serving traffic") == 2)
     assert text.count("ready for serving traffic") == 2 and "status=200" in text  # the log is the right one
-    assert "mnist-linear" in text
+    assert "mnist/1" in text
     bad = [line for line in text.splitlines() if ERROR_LINE.search(line)]
     assert not bad, "\n".join(bad[:20])
 

@@ -27,8 +27,8 @@ from lib.mnist_data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_PATH = ROOT / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz"
-CARD_PATH = ROOT / "service" / "model" / "mnist-linear" / "1" / "model_card.json"
+MODEL_PATH = ROOT / "service" / "model" / "mnist" / "1" / "mnist_linear.npz"
+CARD_PATH = ROOT / "service" / "model" / "mnist" / "1" / "model_card.json"
 NODE_MODULES = ROOT / "node_modules"
 MIN_TEST_ACCURACY = 0.91
 

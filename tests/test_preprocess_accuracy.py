@@ -30,7 +30,7 @@ from lib.errors import InvalidInput
 from lib.mnist_data import SHARED_TEST_SET, load_test_set
 from lib.preprocess import EMPTY_MESSAGE, to_mnist
 
-MODEL_PATH = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz"
+MODEL_PATH = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist" / "1" / "mnist_linear.npz"
 
 TARGET = 0.88  # the requirement, on the full mixed set
 CONDITION_TARGET = 0.80  # each condition alone, on a smaller set

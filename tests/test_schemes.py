@@ -33,7 +33,7 @@ from service.shared.specs import BFV, CKKS, SPECS
 
 OUTPUT_COEFFICIENTS = list(BFV.params.output_coefficients)
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist" / "1"
 CACHE = 64 << 20
 CKKS_OUTPUT_SLOTS = CKKS.params.output_slots
 

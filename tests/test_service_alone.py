@@ -126,7 +126,7 @@ def test_shipped_service_scores_real_requests_alone(azurite, tmp_path: Path) -> 
 
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(
-        AZUREML_MODEL_DIR=str(deployment / "service" / "model" / "mnist-linear" / "1"),
+        AZUREML_MODEL_DIR=str(deployment / "service" / "model" / "mnist" / "1"),
         ALLOWED_BLOB_HOSTS=f"127.0.0.1:{azurite.port}",
         COMPUTE_THREADS="1",
     )

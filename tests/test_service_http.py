@@ -38,7 +38,7 @@ def account_key(connection_string: str) -> str:
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("service/model/mnist-linear/1")
+    return load_model("service/model/mnist/1")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from lib.scoring_client import ScoreCall, ScoringClient
 from lib.session import EncryptedSession
 from lib.settings import AppSettings
 
-MODEL_PATH = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist-linear" / "1" / "mnist_linear.npz"
+MODEL_PATH = Path(__file__).resolve().parents[1] / "service" / "model" / "mnist" / "1" / "mnist_linear.npz"
 SHA = "ab" * 32
 DESCRIPTOR = {"name": "ei", "version": "0.9", "params": {"poly_modulus_degree": 8192}}
 
