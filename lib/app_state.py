@@ -127,7 +127,7 @@ class AppState:
         except ReferenceUnavailable as exc:
             check, note = None, exc.message
         else:
-            check, note = reference_check(model, digit.pixels, prediction.scores), ""
+            check, note = reference_check(model, digit.pixels, prediction.scores, session.scheme_name), ""
         result = Classified(
             digit=digit,
             prediction=prediction,

@@ -114,9 +114,10 @@ class DigitResult:
         pixels: np.ndarray,
         prediction: Prediction,
         model: PlaintextModel | None,
+        scheme: str,
     ) -> DigitResult:
-        """The numbers of one prediction, with the plaintext model's check of the same pixels."""
-        check = reference_check(model, pixels, prediction.scores) if model is not None else None
+        """The numbers of one prediction, with ``scheme``'s plaintext model's check of the same pixels."""
+        check = reference_check(model, pixels, prediction.scores, scheme) if model is not None else None
         sizes = prediction.sizes
         return cls(
             index=index,

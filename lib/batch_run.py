@@ -245,7 +245,7 @@ class BatchRun:
         except Exception as exc:
             log.exception("a %s prediction in a batch run failed", run.name)
             return self._fail(run, self._unexpected("A prediction", exc), "failed")
-        digit = DigitResult.measure(index, int(labels[index]), pixels, prediction, model)
+        digit = DigitResult.measure(index, int(labels[index]), pixels, prediction, model, run.name)
         run.digits.append(digit)
         if run.left == 0:
             run.phase = "done"

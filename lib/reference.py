@@ -1,10 +1,11 @@
-"""The plaintext reference check: the same linear model, run in the clear, for demo and QA only.
+"""The plaintext reference check: the same models, run in the clear, for demo and QA only.
 
-The app compares each decrypted result with what the plaintext model gives for the same 784
-pixels: the predicted class should agree and the scores should differ only by CKKS noise (about
-1e-6). The model is read straight from the service's artifact with numpy (``lib`` never imports
-``service``). The check runs in the app process, on the app's own copy of the pixels: it is a
-test instrument, not part of the encrypted path, and the scoring service never sees it.
+The app compares each decrypted result with what the plaintext model of that scheme gives for the
+same 784 pixels: the linear model for ei, ckks and bfv, the network for ``network``. The predicted
+class should agree and the scores should differ only by the scheme's noise. The models are read
+straight from the service's artifacts with numpy. The check runs in the app process, on the app's
+own copy of the pixels: it is a test instrument, not part of the encrypted path, and the scoring
+service never sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import DemoError
-from service.shared.model_files import MODEL_DIR, MODEL_FILE
+from service.shared.model_files import MODEL_DIR, MODEL_FILE, NETWORK_FILE
+from service.shared.network_model import NetworkWeights, load_network
 
 __all__ = [
     "REFERENCE_MODEL_FILE",
@@ -38,21 +40,35 @@ class ReferenceUnavailable(DemoError):
     """The plaintext model could not be read, so no reference check can be made."""
 
 
+NETWORK_SCHEME = "network"  # the scheme that runs the network; every other one runs the linear model
+
+
 @dataclass(frozen=True, eq=False)
 class PlaintextModel:
-    """``coef`` (10, 784) and ``intercept`` (10,): scores = coef @ pixels + intercept."""
+    """The models in the clear: the linear one, ``coef`` (10, 784) and ``intercept`` (10,), and the
+    network (None if its artifact is missing), each for the schemes that run it."""
 
     coef: np.ndarray
     intercept: np.ndarray
     path: Path
+    network: NetworkWeights | None = None
 
-    def scores(self, pixels: np.ndarray) -> np.ndarray:
+    def logits(self, images: np.ndarray, scheme: str = "ckks") -> np.ndarray:
+        """The plaintext scores of each row of ``images`` (n, 784) under ``scheme``'s model."""
+        rows = np.asarray(images, dtype=np.float64).reshape(-1, N_FEATURES)
+        if scheme != NETWORK_SCHEME:
+            return rows @ self.coef.T + self.intercept
+        if self.network is None:
+            raise ReferenceUnavailable(f"No plaintext network beside {self.path}, so the reference check is skipped.")
+        return self.network.logits(rows)
+
+    def scores(self, pixels: np.ndarray, scheme: str = "ckks") -> np.ndarray:
         """The 10 plaintext scores (logits) of 784 pixels in [0, 1]."""
-        return self.coef @ np.asarray(pixels, dtype=np.float64).reshape(-1) + self.intercept
+        return self.logits(pixels, scheme)[0]
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, scheme: str = "ckks") -> np.ndarray:
         """The plaintext argmax of each row of ``images`` (n, 784)."""
-        return np.argmax(np.asarray(images, dtype=np.float64) @ self.coef.T + self.intercept, axis=1)
+        return np.argmax(self.logits(images, scheme), axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,7 +112,12 @@ def load_reference_model(path: Path = REFERENCE_MODEL_FILE) -> PlaintextModel:
             f"The plaintext model {path} has coef {coef.shape} and intercept {intercept.shape}; "
             f"expected ({N_CLASSES}, {N_FEATURES}) and ({N_CLASSES},)."
         )
-    model = PlaintextModel(coef=coef, intercept=intercept, path=path)
+    network_path = path.with_name(NETWORK_FILE)
+    try:
+        network = load_network(network_path) if network_path.is_file() else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ReferenceUnavailable(f"The plaintext network {network_path} could not be read ({exc}).") from None
+    model = PlaintextModel(coef=coef, intercept=intercept, path=path, network=network)
     with _cache_lock:
         _cache.clear()
         _cache[key] = model
@@ -104,10 +125,10 @@ def load_reference_model(path: Path = REFERENCE_MODEL_FILE) -> PlaintextModel:
 
 
 def reference_check(
-    model: PlaintextModel, pixels: np.ndarray, encrypted_scores: np.ndarray
+    model: PlaintextModel, pixels: np.ndarray, encrypted_scores: np.ndarray, scheme: str
 ) -> ReferenceCheck:
-    """Compare decrypted scores with the plaintext model's scores for the same pixels."""
-    plain = model.scores(pixels)
+    """Compare decrypted scores with ``scheme``'s plaintext model's scores for the same pixels."""
+    plain = model.scores(pixels, scheme)
     encrypted = np.asarray(encrypted_scores, dtype=np.float64).reshape(-1)
     if encrypted.shape != plain.shape:
         raise ValueError(f"expected {plain.shape[0]} scores, got {encrypted.shape[0]}")

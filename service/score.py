@@ -20,6 +20,7 @@ from azureml_inference_server_http.api.aml_response import AMLResponse
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
 from service.shared.model_files import MODEL_DIR
+from service.shared.network_model import load_network
 
 # Azure's layout, .../<model name>/<version>: AZUREML_MODEL_DIR names the version folder, as in an Azure ML
 # deployment, so the server reads the model's id (mnist:1) from the path instead of failing to.
@@ -39,7 +40,7 @@ def init() -> None:
     logging.getLogger("encrypted_mnist.service").disabled = False
     model_dir = os.environ.get("AZUREML_MODEL_DIR", str(DEFAULT_MODEL_DIR))
     coef, intercept = load_model(model_dir)
-    service = ScoringService(coef, intercept, ServiceSettings.from_env())
+    service = ScoringService(coef, intercept, ServiceSettings.from_env(), network=load_network(model_dir))
     service.wait_ready()
     logging.getLogger("encrypted_mnist.service").info("init: model from %s, schemes %s", model_dir,
                                                        sorted(service.schemes))

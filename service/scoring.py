@@ -21,6 +21,7 @@ from service.schemes import ServerScheme, build_schemes
 from service.schemes.base import Evaluation
 from service.settings import ServiceSettings
 from service.shared.model_files import MODEL_FILE
+from service.shared.network_model import NetworkWeights
 
 log = logging.getLogger("encrypted_mnist.service")
 
@@ -44,9 +45,10 @@ def load_model(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
 class ScoringService:
     """Holds the model's schemes and answers scoring requests."""
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings) -> None:
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings, *,
+                 network: NetworkWeights) -> None:
         self.settings = settings
-        self.schemes: dict[str, ServerScheme[Any]] = build_schemes(coef, intercept, settings)
+        self.schemes: dict[str, ServerScheme[Any]] = build_schemes(coef, intercept, settings, network=network)
         self.ei = self.schemes["ei"]  # the seed's request shape always means the seed's scheme
         self.sas_verifier = SasVerifier()
 

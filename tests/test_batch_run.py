@@ -170,15 +170,15 @@ def test_measure_is_the_reference_check_of_the_same_pixels() -> None:
     images, labels = data()
     model = toy_model()
     prediction = FakeSession("ckks", model).predict(images[4])
-    digit = DigitResult.measure(4, int(labels[4]), images[4], prediction, model)
-    check = reference_check(model, images[4], prediction.scores)
+    digit = DigitResult.measure(4, int(labels[4]), images[4], prediction, model, "ckks")
+    check = reference_check(model, images[4], prediction.scores, "ckks")
     assert digit.plain_label == check.plain_label and digit.max_abs_error == check.max_abs_error
     assert digit.max_abs_error == pytest.approx(1e-6) and digit.correct and digit.agrees
     assert digit.server_s == pytest.approx(prediction.server_seconds)
     assert digit.compute_s == prediction.stage_seconds("compute") == pytest.approx(0.01)
     assert digit.encrypt_s == pytest.approx(0.001) and digit.decrypt_s == pytest.approx(0.0005)
     assert digit.request_bytes == 40_000 and digit.result_bytes == 40_000
-    blind = DigitResult.measure(4, int(labels[4]), images[4], prediction, None)
+    blind = DigitResult.measure(4, int(labels[4]), images[4], prediction, None, "ckks")
     assert blind.plain_label is None and blind.max_abs_error is None and blind.agrees is None
 
 

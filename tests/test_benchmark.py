@@ -29,6 +29,7 @@ from scripts.benchmark.results import Digits, Measured, Throughput
 from scripts.local_stack import free_port
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
+from service.shared.network_model import load_network
 
 # --- the figures read as before (the benchmark formats with lib.formatting) -----------------------
 
@@ -179,6 +180,11 @@ def test_the_targets_are_the_benchmarks_goals() -> None:
         ("bfv", "server_http_warm"): ("<=", 0.005),
         ("bfv", "e2e_http_warm"): ("<=", 0.020),
         ("bfv", "throughput_verified"): (">=", 300),
+        ("network", "server_http_warm"): ("<=", 0.040),
+        ("network", "key_bytes"): ("<=", 6_000_000),
+        ("network", "response_bytes"): ("<=", 200_000),
+        ("network", "plaintext_accuracy"): (">=", 0.98),
+        ("network", "agreement"): (">=", 0.999),
     }
     assert all(t.metric in targets.METRICS for t in targets.TARGETS)
 
@@ -258,6 +264,10 @@ def test_targets_cover_every_scheme_and_use_the_reference() -> None:
             http_e2e_warm_s=0.01,
             throughput=Throughput(clients=8, seconds=5.0, ok=2000, checked=10, correct=10),
         ),
+        "network": _measured(
+            "network", http_server_warm_s=0.045, key_bytes=5_100_000, response_bytes=175_000,
+            plaintext_accuracy=0.9807, digits=1000, agree=999,
+        ),
     }
     found = targets.evaluate(measured, reference)
     assert len(found) == len(targets.TARGETS)
@@ -266,6 +276,11 @@ def test_targets_cover_every_scheme_and_use_the_reference() -> None:
     assert verdicts[("ckks", "response_bytes")] == "NOT met"  # 140 kB > 130 kB
     assert verdicts[("ckks", "key_bytes")] == "met"
     assert verdicts[("bfv", "throughput_verified")] == "met"  # 400/s
+    assert verdicts[("network", "server_http_warm")] == "NOT met"  # 45 ms > 40 ms
+    assert verdicts[("network", "plaintext_accuracy")] == verdicts[("network", "agreement")] == "met"
+    # agreement needs 1,000 digits: over 10 it is not measured at all, even if all 10 agree
+    few = _measured("network", digits=10, agree=10)
+    assert _verdicts(targets.evaluate({"network": few}, None))[("network", "agreement")] == "not measured"
     assert all(v in ("met", "NOT met") for v in verdicts.values())
     speedup = next(v for v in found if v.target.metric == "speedup_server_http")
     assert speedup.shown == "20.0×"
@@ -333,6 +348,7 @@ FIGURE_ROWS = [
     "max |decrypted - plaintext model|",
     "accuracy vs true labels (HTTP)",
     "same label as the plaintext model",
+    "plaintext model's accuracy, whole real test set",
     "throughput, HTTP, 2 workers, 8 clients",
     "  sampled responses decrypted correctly",
     "machine CPU used by other processes meanwhile",
@@ -355,6 +371,7 @@ LAST_RUN = {
     "ei": (0.738, 0.845, (8_980_000, 220_300, 3_070_000), 3.5e-6, 1.2),
     "ckks": (0.0111, 0.0189, (494_700, 42_000, 82_600), 3.0e-4, 157.0),
     "bfv": (0.0047, 0.0156, (134_100, 124_500, 118_400), 1.6e-4, 149.0),
+    "network": (0.0365, 0.0512, (5_118_400, 175_400, 175_300), 1.1e-2, 40.0),
 }
 
 
@@ -384,13 +401,13 @@ def test_report_shape() -> None:
     text = report.render(measured, reference, digits, warm=9, clients=8, reference_runs=1, other_cpu=0.3)
     lines = text.splitlines()
     # the figures table: a header of the columns, a rule, then one row per figure in the old order
-    header = next(i for i, line in enumerate(lines) if line.split() == ["reference", "ei", "ckks", "bfv"])
+    header = next(i for i, line in enumerate(lines) if line.split() == ["reference", "ei", "ckks", "bfv", "network"])
     rule, rows = lines[header + 1], lines[header + 2 : header + 2 + len(FIGURE_ROWS)]
     assert set(rule.replace(" ", "")) == {"-"}
     widths = [len(cell) for cell in rule.split()]
     assert [row[: widths[0]].rstrip() for row in rows] == FIGURE_ROWS
     assert len({len(line) for line in [lines[header], rule, *rows]}) == 1
-    assert rows[0].split()[-4:] == ["EIServer.predict", "ei-1", "ckks-1", "bfv-1"]
+    assert rows[0].split()[-5:] == ["EIServer.predict", "ei-1", "ckks-1", "bfv-1", "network-1"]
     assert "1,739×" in text and "157/s" in text and "24/24" in text and "30%" in text
     # the ratios table: one row per ratio, the same labels as results.RATIOS
     ratios = next(
@@ -403,7 +420,10 @@ def test_report_shape() -> None:
     start = lines.index("targets (printed, never asserted)")
     target_lines = lines[start + 3 :]
     assert len(target_lines) == len(targets.TARGETS)
-    assert target_lines[-1].split()[0] == "bfv" and target_lines[-1].endswith("NOT met")  # 149/s < 300/s
+    bfv_rate = next(line for line in target_lines if line.startswith("bfv") and "predictions/s" in line)
+    assert bfv_rate.endswith("NOT met")  # 149/s < 300/s
+    # 10 digits are too few to tell 99.9 % agreement from 99 %
+    assert target_lines[-1].split()[0] == "network" and target_lines[-1].endswith("not measured")
     assert "note: other processes used 30%" in text
 
 
@@ -471,9 +491,8 @@ def test_chart_limits_leave_room_for_labels(log: bool) -> None:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[ScoringService]:
-    service = ScoringService(
-        *load_model(cli.ROOT / "service" / "model" / "mnist" / "1"), ServiceSettings.from_env()
-    )
+    model_dir = cli.ROOT / "service" / "model" / "mnist" / "1"
+    service = ScoringService(*load_model(model_dir), ServiceSettings.from_env(), network=load_network(model_dir))
     service.wait_ready()
     yield service
     service.close()

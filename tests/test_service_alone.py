@@ -177,4 +177,4 @@ def test_the_client_imports_only_the_shared_layer_of_the_service() -> None:
     loaded = set(child.stdout.split())
     assert {"service.shared.specs", "service.shared.seal4", "service.shared.seal3"} <= loaded
     assert loaded <= {"service", "service.shared", "service.shared.specs", "service.shared.seal4",
-                      "service.shared.seal3", "service.shared.seal_header"}
+                      "service.shared.seal3", "service.shared.seal_header", "service.shared.network_layout"}

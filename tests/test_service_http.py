@@ -25,6 +25,7 @@ from encrypted.inference.eiclient import EILinearRegressionClient
 
 from service.scoring import ScoringService, load_model
 from service.settings import ServiceSettings
+from service.shared.network_model import load_network
 
 CONTAINER = "public-keys"
 ACCOUNT = "devstoreaccount1"
@@ -146,7 +147,7 @@ def test_a_new_upload_to_the_same_blob_cannot_change_cached_keys(azurite, client
     url = sas_url(azurite, blob_name)
     settings = dataclasses.replace(ServiceSettings.from_env(), allowed_blob_hosts=frozenset({f"127.0.0.1:{azurite.port}"}),
                                    compute_threads=2)
-    service = ScoringService(*model, settings)
+    service = ScoringService(*model, settings, network=load_network("service/model/mnist/1"))
     try:
         request = json.dumps(our_request(client.encrypt(digit), url, victim_keys))
         status, body = service.handle(request)

@@ -76,7 +76,7 @@ def assert_right(response: requests.Response, keys: Keys, pixels: np.ndarray, mo
     assert response.status_code == 200, response.text[:300]
     server = parse_score_response(response.json(), expected_scheme=keys.client.scheme_id,
                                   expected_results=keys.client.result_count)  # fmt: skip
-    check = reference_check(model, pixels, keys.client.decrypt(list(server.result)))
+    check = reference_check(model, pixels, keys.client.decrypt(list(server.result)), keys.client.spec.name)
     assert check.agrees and check.max_abs_error < 1e-2, check
     return server
 
@@ -231,7 +231,7 @@ def test_the_apps_session_works_through_the_twin_with_its_key(twin: TwinInfo, az
     with EncryptedSession.start(settings, scheme="bfv") as session:
         for pixels in digits[:3]:
             prediction = session.predict(pixels)
-            check = reference_check(model, pixels, prediction.scores)
+            check = reference_check(model, pixels, prediction.scores, "bfv")
             assert check.agrees and check.max_abs_error < 1e-2
 
 

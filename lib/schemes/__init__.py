@@ -1,8 +1,9 @@
-"""The three encryption schemes the app offers, each a client half of the scheme interface.
+"""The four encryption schemes the app offers, each a client half of the scheme interface.
 
 - ``ei``: the seed's encrypted-inference 0.9 (Microsoft SEAL 3.5 CKKS), as in the Azure ML how-to.
 - ``ckks``: Microsoft SEAL 4 CKKS, one ciphertext each way, 8 Galois keys.
 - ``bfv``: Microsoft SEAL 4 BFV coefficient packing, no evaluation keys at all.
+- ``network``: a 784 -> 256 -> 10 neural network with a square activation, on SEAL 4 CKKS.
 
 Each scheme is defined once, by its ``SchemeSpec`` in service/shared/specs.py, which the service
 holds too: ``SPECS`` is that one registry (name, title, library, summary, public material,
@@ -21,6 +22,7 @@ from lib.schemes.base import ClientScheme
 from lib.schemes.bfv import BfvClient
 from lib.schemes.ckks import CkksClient
 from lib.schemes.ei import EiClient
+from lib.schemes.network import NetworkClient
 from service.shared.specs import SPECS, SchemeSpec
 
 __all__ = [
@@ -40,6 +42,7 @@ _CLIENTS: Mapping[str, Callable[[], ClientScheme]] = {
     EiClient.spec.name: EiClient,
     CkksClient.spec.name: CkksClient,
     BfvClient.spec.name: BfvClient,
+    NetworkClient.spec.name: NetworkClient,
 }
 if set(_CLIENTS) != set(SPECS):  # a spec without a client half, or the other way round
     raise RuntimeError(f"client halves {sorted(_CLIENTS)} do not match the specs {sorted(SPECS)}")

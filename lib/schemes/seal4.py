@@ -44,8 +44,10 @@ class Seal4Client(KeyPair):
         return self._key_id
 
 
-def load_result(text: str, context: sa.SEALContext, ntt_form: bool, max_bytes: int) -> sa.Ciphertext:
-    """A result ciphertext from the service, checked: base64, size, header, SEAL validation, level, form."""
+def load_result(text: str, context: sa.SEALContext, ntt_form: bool, max_bytes: int, *,
+                last_level: bool = False) -> sa.Ciphertext:
+    """A result ciphertext from the service, checked: base64, size, header, SEAL validation, level
+    (the first data level, or the last with ``last_level``), form."""
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -53,6 +55,6 @@ def load_result(text: str, context: sa.SEALContext, ntt_form: bool, max_bytes: i
     if len(data) > max_bytes:
         raise InvalidInput(f"A result ciphertext has {len(data)} bytes; this scheme's are at most {max_bytes}.")
     try:
-        return load_ciphertext(data, context, ntt_form, "the result ciphertext")
+        return load_ciphertext(data, context, ntt_form, "the result ciphertext", last_level=last_level)
     except SealFormatError as error:
         raise InvalidInput(f"A result ciphertext from the service is not valid: {error}.") from None

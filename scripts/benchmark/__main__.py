@@ -20,7 +20,8 @@ from scripts.benchmark.mixed import (
     parse_replicas,
     parse_sessions,
 )
-from scripts.benchmark.results import WORKERS, Measured
+from scripts.benchmark.results import AGREEMENT_DIGITS, WORKERS, Measured
+from scripts.benchmark.targets import AGREEMENT_SCHEMES
 from service.shared.model_files import MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,8 @@ def build_parser(known: Sequence[str]) -> argparse.ArgumentParser:
         "--accuracy-digits",
         type=int,
         default=10,
-        help="real MNIST test digits sent over HTTP per scheme (default 10)",
+        help=f"real MNIST test digits sent over HTTP per scheme (default 10; {AGREEMENT_DIGITS} for a scheme "
+        "with an agreement target)",
     )
     figures = parser.add_mutually_exclusive_group()
     figures.add_argument(
@@ -175,9 +177,13 @@ def run(args: argparse.Namespace) -> int:
     from scripts.local_stack import LocalStack, free_port
     from service.scoring import ScoringService, load_model
     from service.settings import ServiceSettings
+    from service.shared.network_model import load_network
 
     coef, intercept = load_model(MODEL_DIR)
-    digits = load_digits(args.accuracy_digits)
+    agreement = AGREEMENT_SCHEMES.intersection(args.schemes)
+    digits = load_digits(max(args.accuracy_digits, AGREEMENT_DIGITS if agreement else 0))
+    whole = load_digits(10_000)
+    test_set = whole if whole.source == "MNIST test set" else None
     results: dict[str, Measured] = {}
     reference: Measured | None = None
 
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         store.ensure_container()
 
         os.environ["ALLOWED_BLOB_HOSTS"] = env["ALLOWED_BLOB_HOSTS"]  # for the in-process service
-        service = ScoringService(coef, intercept, ServiceSettings.from_env())
+        service = ScoringService(coef, intercept, ServiceSettings.from_env(), network=load_network(MODEL_DIR))
         cleanup.callback(service.close)
         service.wait_ready()
 
@@ -217,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
             throughput_seconds=args.throughput_seconds,
             throughput_clients=args.throughput_clients,
             reference_runs=args.reference_runs,
+            accuracy_digits=args.accuracy_digits,
+            test_set=test_set,
         )
         for name in args.schemes:
             results[name] = bench.scheme(name)

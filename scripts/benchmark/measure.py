@@ -27,6 +27,7 @@ from lib.settings import AppSettings
 from scripts.benchmark.cpu import CpuMeter
 from scripts.benchmark.load import fire
 from scripts.benchmark.results import (
+    AGREEMENT_DIGITS,
     WORKERS,
     Digits,
     Measured,
@@ -35,6 +36,7 @@ from scripts.benchmark.results import (
     median,
     split_cold_warm,
 )
+from scripts.benchmark.targets import AGREEMENT_SCHEMES
 from service.scoring import ScoringService
 
 THROUGHPUT_BODIES = 16  # at most this many distinct pre-encrypted request bodies the clients cycle through
@@ -114,21 +116,29 @@ class Bench:
     service: ScoringService
     model: PlaintextModel
     digits: Digits
+    """Real test digits sent over HTTP: the first ``accuracy_digits`` for most schemes, all of them
+    (``AGREEMENT_DIGITS``) for a scheme with an agreement target."""
     meter: CpuMeter
     warm: int
     throughput_seconds: float
     throughput_clients: int
     reference_runs: int
+    accuracy_digits: int = 10
+    test_set: Digits | None = None
+    """The whole real test set, for each scheme's plaintext accuracy (None when it is not here)."""
 
-    def check(self, index: int, scores: np.ndarray) -> ReferenceCheck:
-        """Decrypted ``scores`` of digit ``index`` against the plaintext model's."""
-        return reference_check(self.model, self.digits.images[index], scores)
+    def check(self, index: int, scores: np.ndarray, scheme: str) -> ReferenceCheck:
+        """Decrypted ``scores`` of digit ``index`` against ``scheme``'s plaintext model's."""
+        return reference_check(self.model, self.digits.images[index], scores, scheme)
 
     # --- one scheme ----------------------------------------------------------------------------
 
     def scheme(self, name: str) -> Measured:
         """Key setup, in process (cold + warm), over HTTP (cold + warm + digits), throughput."""
         measured = Measured(name)
+        if self.test_set is not None:
+            predicted = self.model.predict(self.test_set.images, name)
+            measured.plaintext_accuracy = float(np.mean(predicted == self.test_set.labels))
         cpu_start = self.meter.snapshot()
         print(f"[{name}] key generation and upload ...", flush=True)
         scorer = InProcessScorer(self.service)
@@ -140,7 +150,7 @@ class Bench:
             predictions = self.in_process(measured, session)
             measured.scheme_id = scorer.scheme_id
             print(
-                f"[{name}] over HTTP: cold + {self.warm} warm, {len(self.digits.labels)} digits ...",
+                f"[{name}] over HTTP: cold + {self.warm} warm, {self.digit_count(name)} digits ...",
                 flush=True,
             )
             self.over_http(measured)
@@ -155,6 +165,11 @@ class Bench:
         measured.other_cpu = self.meter.other_share(cpu_start)
         return measured
 
+    def digit_count(self, name: str) -> int:
+        """How many of the digits scheme ``name`` sends over HTTP."""
+        wanted = AGREEMENT_DIGITS if name in AGREEMENT_SCHEMES else self.accuracy_digits
+        return min(wanted, len(self.digits.labels))
+
     def in_process(self, measured: Measured, session: EncryptedSession) -> list[tuple[int, Prediction]]:
         """1 + warm predictions through the in-process service; returns (digit index, prediction) of each."""
         done: list[tuple[int, Prediction]] = []
@@ -163,7 +178,7 @@ class Bench:
         for run in range(1 + self.warm):
             index = run % count  # distinct digits, so the throughput's bodies are distinct too
             prediction = session.predict(self.digits.images[index])
-            measured.errors.append(self.check(index, prediction.scores).max_abs_error)
+            measured.errors.append(self.check(index, prediction.scores, measured.name).max_abs_error)
             samples.append((prediction.key_cache, (prediction.server_seconds, prediction.total_s)))
             done.append((index, prediction))
         sizes = done[-1][1].sizes
@@ -186,7 +201,7 @@ class Bench:
                 prediction = session.predict(self.digits.images[0])
                 server_s, compute_s = prediction.server_seconds, prediction.stage_seconds("compute")
                 samples.append((prediction.key_cache, (server_s, prediction.total_s, compute_s)))
-                measured.errors.append(self.check(0, prediction.scores).max_abs_error)
+                measured.errors.append(self.check(0, prediction.scores, measured.name).max_abs_error)
                 hits += prediction.key_cache == "hit"
                 if hits >= self.warm:
                     break
@@ -198,9 +213,9 @@ class Bench:
             # The HTTP body sizes are what really crossed the wire.
             measured.request_bytes = prediction.sizes["request_bytes"]
             measured.response_bytes = prediction.sizes["response_bytes"]
-            for index, label in enumerate(self.digits.labels):
+            for index, label in enumerate(self.digits.labels[: self.digit_count(measured.name)]):
                 prediction = session.predict(self.digits.images[index])
-                check = self.check(index, prediction.scores)
+                check = self.check(index, prediction.scores, measured.name)
                 measured.errors.append(check.max_abs_error)
                 measured.digits += 1
                 measured.correct += int(prediction.label == label)
@@ -227,7 +242,7 @@ class Bench:
                 scores = session.predict(self.digits.images[index]).scores  # answered with ``raw``
             except ServiceRejected:
                 continue  # a malformed answer counts as wrong
-            check = self.check(index, scores)
+            check = self.check(index, scores, session.scheme_name)
             result.correct += int(check.agrees)
             errors.append(check.max_abs_error)
         result.max_error = max(errors) if errors else None
@@ -266,7 +281,7 @@ class Bench:
             scores = seed_client.decrypt(result)
             decrypt_s.append(time.perf_counter() - t)
             e2e_s.append(time.perf_counter() - started)
-            measured.errors.append(self.check(0, np.asarray(scores)).max_abs_error)
+            measured.errors.append(self.check(0, np.asarray(scores), "ei").max_abs_error)
         measured.encrypt_s = median(encrypt_s)
         measured.decrypt_s = median(decrypt_s)
         # EIServer.predict has no key cache: every call loads the keys, so cold = warm.

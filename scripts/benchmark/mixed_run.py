@@ -109,7 +109,7 @@ def samples_of(outcome: SessionOutcome, model: PlaintextModel, digits: Digits) -
                 wrong = True  # malformed or undecryptable (a.error says why)
             else:
                 try:
-                    check = reference_check(model, digits.images[a.digit], a.scores)
+                    check = reference_check(model, digits.images[a.digit], a.scores, outcome.scheme)
                     wrong = not check.agrees
                     if wrong:
                         error = f"label {check.encrypted_label}, the plaintext model says {check.plain_label}"

@@ -98,6 +98,7 @@ def figures_table(columns: Sequence[Measured], warm: int, clients: int) -> str:
         ("max |decrypted - plaintext model|", _field("max_error", format_error)),
         ("accuracy vs true labels (HTTP)", lambda m: _count(m.correct, m.digits)),
         ("same label as the plaintext model", lambda m: _count(m.agree, m.digits)),
+        ("plaintext model's accuracy, whole real test set", lambda m: format_percent(m.plaintext_accuracy, 2)),
         (f"throughput, HTTP, {WORKERS} workers, {clients} clients", _rate),
         ("  sampled responses decrypted correctly", _verified),
         ("machine CPU used by other processes meanwhile", lambda m: format_percent(m.other_cpu, 0)),

@@ -50,6 +50,9 @@ class Throughput:
         return self.per_second
 
 
+AGREEMENT_DIGITS = 1000  # real test digits over HTTP for a scheme with an agreement target
+
+
 @dataclass
 class Measured:
     """Everything measured for one scheme (or the reference); None where it does not apply."""
@@ -76,6 +79,7 @@ class Measured:
     digits: int = 0
     correct: int = 0
     agree: int = 0
+    plaintext_accuracy: float | None = None  # the scheme's model in the clear, on the whole real test set
     throughput: Throughput | None = None
     other_cpu: float | None = None  # share of the machine other processes used meanwhile
 
@@ -83,6 +87,12 @@ class Measured:
     def max_error(self) -> float | None:
         """The largest error of any prediction, or None if none was checked."""
         return max(self.errors) if self.errors else None
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of the digits sent over HTTP whose encrypted argmax is the plaintext model's; None
+        below ``AGREEMENT_DIGITS`` digits, too few to tell 99.9 % apart."""
+        return self.agree / self.digits if self.digits >= AGREEMENT_DIGITS else None
 
     @property
     def throughput_verified(self) -> float | None:

@@ -1,4 +1,4 @@
-"""The schemes this service runs, by name: ``ei`` (the seed's), ``ckks`` and ``bfv`` (SEAL 4).
+"""The schemes this service runs, by name: ``ei`` (the seed's), ``ckks``, ``bfv`` and ``network`` (SEAL 4).
 
 Every scheme implements the server half of the scheme interface (service/schemes/base.py) for
 the one ``SchemeSpec`` that defines it (service/shared/specs.py, shared with the client);
@@ -14,24 +14,27 @@ from service.schemes.base import ServerScheme
 from service.schemes.bfv import BfvScheme
 from service.schemes.ckks import CkksScheme
 from service.schemes.ei import EiScheme
+from service.schemes.network import NetworkScheme
 from service.settings import ServiceSettings
+from service.shared.network_model import NetworkWeights
 
 __all__ = ["ServerScheme", "build_schemes"]
 
 
 def build_schemes(
-    coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings
+    coef: np.ndarray, intercept: np.ndarray, settings: ServiceSettings, *, network: NetworkWeights
 ) -> dict[str, ServerScheme[Any]]:
-    """One instance of every scheme for this worker.
+    """One instance of every scheme for this worker: the linear model's three and the network's.
 
-    ckks and bfv share half the key-cache budget in the worker; an ei child (the worker's own, or
-    each child of the replica's ei pool) has the whole budget for ei keys, which cost 20 MB each once
-    expanded (service/schemes/ei_key_expansion.py).
+    In the worker, network keys (10.2 MB each, loaded) get half the key-cache budget and ckks and bfv
+    an eighth each; an ei child (the worker's own, or each child of the replica's ei pool) has the
+    whole budget for ei keys, which cost 20 MB each once expanded (service/schemes/ei_key_expansion.py).
     """
-    share = settings.key_cache_bytes // 2
+    budget = settings.key_cache_bytes
     schemes: list[ServerScheme[Any]] = [
-        EiScheme(coef, intercept, settings.compute_threads, settings.key_cache_bytes),
-        CkksScheme(coef, intercept, share // 2),
-        BfvScheme(coef, intercept, share // 2),
+        EiScheme(coef, intercept, settings.compute_threads, budget),
+        CkksScheme(coef, intercept, budget // 8),
+        BfvScheme(coef, intercept, budget // 8),
+        NetworkScheme(network, budget // 2),
     ]
     return {scheme.spec.name: scheme for scheme in schemes}

@@ -19,12 +19,10 @@ Galois keys: steps 1, 8, 16, ..., 512 only (8 keys, about 0.5 MB), made by the c
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import Seal4Scheme, polynomial_bytes
+from service.schemes.seal4 import Seal4Scheme, fresh_slot_mask, polynomial_bytes
 from service.shared.seal4 import FILES, SealFormatError, galois_element, load_object, make_context
 from service.shared.specs import CKKS, N_CLASSES, N_FEATURES
 
@@ -128,8 +126,4 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
 
     def fresh_mask(self, result: sa.Ciphertext) -> sa.Plaintext:
         """Uniform noise in +-MASK_BOUND (from the OS) on every non-output slot, at the result's level and scale."""
-        uniform = np.frombuffer(os.urandom(8 * 2 * P.block), dtype="<u8") / 2.0**64
-        values = np.where(self._masked_slots, (2.0 * uniform - 1.0) * MASK_BOUND, 0.0)
-        mask = sa.Plaintext()
-        self._encoder.encode(values.tolist(), result.parms_id(), result.scale, mask)
-        return mask
+        return fresh_slot_mask(self._encoder, result, self._masked_slots, MASK_BOUND)

@@ -5,9 +5,11 @@ which the client halves import too; this module only turns its errors into contr
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Generic, TypeVar
 
+import numpy as np
 from tenseal import sealapi as sa
 
 from service.errors import RequestRejected
@@ -16,6 +18,19 @@ from service.schemes.base import Evaluation, KeyCache, SchemeBase
 from service.shared.seal4 import SealFormatError, load_ciphertext
 
 K = TypeVar("K")
+
+
+def fresh_slot_mask(encoder: sa.CKKSEncoder, result: sa.Ciphertext, masked: np.ndarray, bound: float, *,
+                    offset: np.ndarray | None = None) -> sa.Plaintext:
+    """A CKKS plaintext at the result's level and scale: fresh uniform noise in +-bound (from the OS)
+    on every slot where ``masked`` is true, zero elsewhere, plus ``offset`` if given (e.g. a bias)."""
+    uniform = np.frombuffer(os.urandom(8 * masked.size), dtype="<u8") / 2.0**64
+    values = np.where(masked, (2.0 * uniform - 1.0) * bound, 0.0)
+    if offset is not None:
+        values = values + offset
+    plaintext = sa.Plaintext()
+    encoder.encode(values.tolist(), result.parms_id(), result.scale, plaintext)
+    return plaintext
 
 
 def polynomial_bytes(poly_modulus_degree: int, moduli: int) -> int:

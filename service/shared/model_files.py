@@ -7,3 +7,5 @@ from pathlib import Path
 MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "mnist" / "1"
 MODEL_FILE = "mnist_linear.npz"
 CARD_FILE = "model_card.json"
+NETWORK_FILE = "mnist_network.npz"
+NETWORK_CARD_FILE = "network_card.json"

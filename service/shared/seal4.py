@@ -35,6 +35,8 @@ __all__ = [
     "load_object",
     "make_context",
     "plaintext_from_coefficients",
+    "rescaled_prime",
+    "split_objects",
 ]
 
 
@@ -125,11 +127,14 @@ def load_object(obj: Any, data: bytes, context: sa.SEALContext, what: str) -> No
         raise SealFormatError(f"{what}: SEAL rejected it ({error})") from None
 
 
-def load_ciphertext(data: bytes, context: sa.SEALContext, ntt_form: bool, what: str) -> sa.Ciphertext:
-    """A two-part ciphertext at the context's first data level, in the expected NTT form."""
+def load_ciphertext(data: bytes, context: sa.SEALContext, ntt_form: bool, what: str, *,
+                    last_level: bool = False) -> sa.Ciphertext:
+    """A two-part ciphertext in the expected NTT form, at the context's first data level (or, with
+    ``last_level``, at its last: a result that has been rescaled all the way down)."""
     ciphertext = sa.Ciphertext()
     load_object(ciphertext, data, context, what)
-    if list(ciphertext.parms_id()) != list(context.first_parms_id()):
+    level = context.last_parms_id() if last_level else context.first_parms_id()
+    if list(ciphertext.parms_id()) != list(level):
         raise SealFormatError(f"{what}: encrypted under other parameters or at another level")
     if ciphertext.size() != 2:
         raise SealFormatError(f"{what}: has {ciphertext.size()} parts; a fresh ciphertext has 2")
@@ -160,3 +165,23 @@ def galois_element(step: int, poly_modulus_degree: int) -> int:
         return pow(3, step, 2 * poly_modulus_degree)
     return pow(3, poly_modulus_degree // 2 + step, 2 * poly_modulus_degree)
 
+
+
+def rescaled_prime(context: sa.SEALContext) -> int:
+    """The data prime that one rescale from the top level divides by (the top level's last one)."""
+    return int(context.first_context_data().parms().coeff_modulus()[-1].value())
+
+
+def split_objects(blob: bytes, count: int, what: str) -> list[bytes]:
+    """``count`` SEAL objects saved back to back: each header says where the next begins."""
+    parts, offset = [], 0
+    for index in range(count):
+        try:
+            size = read_header(blob, offset).size
+        except SealFormatError as error:
+            raise SealFormatError(f"{what}, SEAL object {index + 1} of {count}: {error}") from None
+        parts.append(blob[offset : offset + size])
+        offset += size
+    if offset != len(blob):
+        raise SealFormatError(f"{what}: {len(blob) - offset} bytes follow the {count} SEAL objects")
+    return parts

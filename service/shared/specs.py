@@ -99,8 +99,45 @@ class BfvParams(Seal4Params):
         return self.pixels_per_ciphertext + 1
 
 
-Params = EiParams | CkksParams | BfvParams
-P = TypeVar("P", EiParams, CkksParams, BfvParams)
+@dataclass(frozen=True, kw_only=True)
+class NetworkParams(Seal4Params):
+    """SEAL 4 CKKS running 784 -> hidden -> 10 with a square activation, one ciphertext each way.
+
+    Layout (service/shared/network_layout.py): the N/2 slots are ``copies`` chunks of ``hidden_units``
+    slots; layer 1 is ``diagonals`` plaintext products in baby steps of ``baby_steps`` and giant steps
+    of as many, then a rotate-and-sum over the chunks; the square; layer 2 is one product and a
+    rotate-and-sum inside each chunk, which leaves class c's score at slot ``hidden_units * c``.
+    """
+
+    hidden_units: int
+    input_scale_bits: int
+    layer1_scale_bits: int
+    layer2_scale_bits: int
+    diagonals: int
+    baby_steps: int
+    galois_steps: tuple[int, ...]
+    """Powers of two from 1 to N/4: every rotation of the layout is one of them or repeats one."""
+    output_slots: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_slots", tuple(self.hidden_units * c for c in range(N_CLASSES)))
+
+    @property
+    def slot_count(self) -> int:
+        return self.poly_modulus_degree // 2
+
+    @property
+    def copies(self) -> int:
+        """How many times layer 1's result repeats across the slots (one chunk of hidden units each)."""
+        return self.slot_count // self.hidden_units
+
+    @property
+    def giant_steps(self) -> int:
+        return self.diagonals // self.baby_steps
+
+
+Params = EiParams | CkksParams | BfvParams | NetworkParams
+P = TypeVar("P", EiParams, CkksParams, BfvParams, NetworkParams)
 
 
 def _wire_params(params: Params) -> dict[str, Any]:
@@ -131,6 +168,10 @@ class SchemeSpec(Generic[P]):
     security: str
     error_source: str
     """Why decrypted scores differ from the plaintext model's."""
+    model: str = "the linear model (logistic regression, 784 -> 10)"
+    """Which of the service's models the scheme runs."""
+    model_card: str = "model_card.json"
+    """That model's card in the model folder (its plaintext test accuracy is there)."""
     _descriptor: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -216,5 +257,28 @@ BFV: SchemeSpec[BfvParams] = SchemeSpec(
     error_source="BFV computes on integers: the pixels and weights are rounded to fixed point",
 )
 
-SPECS: Mapping[str, SchemeSpec[Any]] = MappingProxyType({spec.name: spec for spec in (EI, CKKS, BFV)})
+# N = 8192: two 60-bit data primes (one rescale, after the square) and a 60-bit special prime, 180 of
+# the 218 bits SEAL allows at 128-bit security. The scales keep the worst case of any input in [0, 1]
+# below the moduli (checked against the model when the service loads it).
+_NETWORK_PARAMS = NetworkParams(
+    poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), hidden_units=128, input_scale_bits=24,
+    layer1_scale_bits=19, layer2_scale_bits=20, diagonals=32, baby_steps=4,
+    galois_steps=tuple(2**k for k in range(12)),
+)
+NETWORK: SchemeSpec[NetworkParams] = SchemeSpec(
+    "network", "1", _NETWORK_PARAMS, ciphertext_count=1, result_count=1,
+    title="network: a neural network under SEAL 4 CKKS",
+    library=_SEAL4_UI_LIBRARY,
+    summary="CKKS, N=8192, approximate (score errors below 1e-2). A 784 -> 128 -> 10 network with a square "
+    "activation: 32 plaintext products and 15 rotations for layer 1, one ciphertext multiplication and "
+    "relinearisation for the square, one product and 7 rotations for layer 2; all 10 scores in one result "
+    "ciphertext, its other slots masked with fresh noise.",
+    public_material="12 Galois keys (rotations by 1, 2, 4, ..., 2048) + relinearisation keys, about 5 MB",
+    security=_SECURITY,
+    error_source=_APPROXIMATE,
+    model="the neural network (784 -> 128 -> 10, square activation)",
+    model_card="network_card.json",
+)
+
+SPECS: Mapping[str, SchemeSpec[Any]] = MappingProxyType({spec.name: spec for spec in (EI, CKKS, BFV, NETWORK)})
 """Every scheme by name, in the order the UI lists them."""

@@ -1,0 +1,171 @@
+"""The ``network`` scheme, server half: a 784 -> 128 -> 10 network under SEAL 4 CKKS.
+
+Parameters: ``NETWORK`` in service/shared/specs.py; slot layout: service/shared/network_layout.py
+(both shared with the client half in lib/schemes/network.py). One request ciphertext at the top
+level (two 60-bit data primes), one result ciphertext at the last:
+1. Layer 1, baby-step giant-step: the client's ciphertext rotated by 1, 2 and 3 (3 rotations, at most
+   2 deep: rotation noise lands on the input's small scale, so depth matters), 32 plaintext products
+   with the pre-rotated diagonals, the 8 partial sums combined Horner-style with 7 rotations by 4; then
+   a rotate-and-sum over the 32 chunks (steps 128 ... 2048) leaves hidden unit s mod 128 at every slot
+   s, and the bias is added.
+2. The activation: one ciphertext square, relinearised, then rescaled to the last data prime.
+3. Layer 2: one plaintext product with class c's weights in chunk c, and a rotate-and-sum inside each
+   chunk (steps 1 ... 64) puts class c's score at slot 128 c.
+4. The other 4,086 slots would hold partial sums of layer 2 (the hidden values times weights), so the
+   bias and a fresh mask go in with one plaintext: uniform noise in +-MASK_BOUND from the OS on every
+   non-output slot, the bias on the outputs.
+The scales keep any input in [0, 1] within the moduli; the constructor checks that against the model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tenseal import sealapi as sa
+
+from service.schemes.seal4 import Seal4Scheme, fresh_slot_mask, polynomial_bytes
+from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights
+from service.shared.network_model import NetworkWeights
+from service.shared.seal4 import (
+    FILES,
+    SealFormatError,
+    galois_element,
+    load_object,
+    make_context,
+    rescaled_prime,
+    split_objects,
+)
+from service.shared.specs import NETWORK
+
+P = NETWORK.params
+# A masked slot is uniform in +-MASK_BOUND: a hundred times a realistic partial sum (a score is below 20
+# on real digits), and small enough that the model's worst case plus the mask fits the last prime
+# (checked), since every bit of it is a bit less precision for the scores.
+MASK_BOUND = 1024.0
+_VECTOR_BYTES = 24  # a std::vector header: the Galois keys' index holds one per slot of N
+
+
+@dataclass(frozen=True)
+class NetworkKeys:
+    """The client's public material, loaded: Galois keys for the rotations, relinearisation keys."""
+
+    galois: sa.GaloisKeys
+    relin: sa.RelinKeys
+
+
+class NetworkScheme(Seal4Scheme[NetworkKeys]):
+    """Evaluates the network on one CKKS ciphertext: 33 products, 22 rotations, one square."""
+
+    spec = NETWORK
+    ntt_form = True
+
+    def __init__(self, network: NetworkWeights, cache_bytes: int, *, mask_result: bool = True) -> None:
+        """``mask_result=False`` exists only so the test can show what the mask protects."""
+        super().__init__(cache_bytes)
+        if network.hidden_units != P.hidden_units:
+            raise ValueError(f"the network has {network.hidden_units} hidden units; the scheme runs {P.hidden_units}")
+        self.mask_result = mask_result
+        self.context = make_context(P)
+        self.layer1_scale = 2.0 ** (P.input_scale_bits + P.layer1_scale_bits)
+        self.result_scale = self.layer1_scale**2 / rescaled_prime(self.context) * 2.0**P.layer2_scale_bits
+        self._check_room(network)
+        self._evaluator = sa.Evaluator(self.context)
+        encoder = self._encoder = sa.CKKSEncoder(self.context)
+        top, last = self.context.first_parms_id(), self.context.last_parms_id()
+
+        def encoded(values: np.ndarray, parms_id: object, scale: float) -> sa.Plaintext:
+            plaintext = sa.Plaintext()
+            encoder.encode(values.tolist(), parms_id, scale, plaintext)
+            return plaintext
+
+        self._diagonals = [encoded(d, top, 2.0**P.layer1_scale_bits) for d in layer1_diagonals(network.w1, P)]
+        self._hidden_bias = encoded(hidden_bias(network.b1, P), top, self.layer1_scale)
+        self._layer2 = encoded(layer2_row_weights(network.w2, P), last, 2.0**P.layer2_scale_bits)
+        self._output_bias = np.zeros(P.slot_count)
+        self._output_bias[list(P.output_slots)] = network.b2
+        self._masked_slots = np.ones(P.slot_count, dtype=bool)
+        self._masked_slots[list(P.output_slots)] = False
+        self._elements = [galois_element(step, P.poly_modulus_degree) for step in P.galois_steps]
+
+    def _check_room(self, network: NetworkWeights) -> None:
+        """Refuse a model whose worst case over [0, 1]^784 would wrap around a modulus."""
+        data_bits = sum(P.coeff_modulus_bits[:-1])
+        squared = 2 * (math.log2(network.hidden_bound()) + math.log2(self.layer1_scale))
+        result = math.log2(network.logit_bound() + MASK_BOUND) + math.log2(self.result_scale)
+        if squared >= data_bits - 2 or result >= P.coeff_modulus_bits[0] - 2:
+            raise ValueError(
+                f"the network's worst case needs 2^{squared:.1f} before the rescale and 2^{result:.1f} in the "
+                f"result; the moduli hold 2^{data_bits - 2} and 2^{P.coeff_modulus_bits[0] - 2}"
+            )
+
+    def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
+        if ciphertext.scale != 2.0**P.input_scale_bits:
+            raise SealFormatError(f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{P.input_scale_bits}")
+
+    def load_keys(self, blob: bytes) -> NetworkKeys:
+        """Galois keys then relinearisation keys, as the client concatenated them; each checked by SEAL."""
+        galois_bytes, relin_bytes = split_objects(blob, 2, "the public material")
+        galois, relin = sa.GaloisKeys(), sa.RelinKeys()
+        load_object(galois, galois_bytes, self.context, "Galois keys")
+        load_object(relin, relin_bytes, self.context, "relinearisation keys")
+        missing = [step for step, element in zip(P.galois_steps, self._elements, strict=True)
+                   if not galois.has_key(element)]
+        if missing:
+            raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
+        if relin.size() != 1:
+            raise SealFormatError(f"expected one relinearisation key, got {relin.size()}")
+        return NetworkKeys(galois, relin)
+
+    def cached_bytes(self, keys: NetworkKeys) -> int:
+        """Every key-switching key: per data modulus, 2 polynomials over all moduli."""
+        moduli = len(P.coeff_modulus_bits)
+        per_key = (moduli - 1) * 2 * polynomial_bytes(P.poly_modulus_degree, moduli)
+        return (keys.galois.size() + keys.relin.size()) * per_key + P.poly_modulus_degree * _VECTOR_BYTES
+
+    def compute(self, ciphertexts: list[sa.Ciphertext], keys: NetworkKeys) -> list[bytes]:
+        (x,) = ciphertexts
+        evaluator, galois = self._evaluator, keys.galois
+        baby = [x]  # baby[i] = x rotated by i, in as few rotations deep as power-of-two keys allow
+        for i in range(1, P.baby_steps):
+            power = 1 << (i.bit_length() - 1)
+            rotated = sa.Ciphertext()
+            evaluator.rotate_vector(baby[i - power], power, galois, rotated)
+            baby.append(rotated)
+        acc: sa.Ciphertext | None = None
+        for giant in range(P.giant_steps - 1, -1, -1):
+            inner = sa.Ciphertext()
+            for i, shifted in enumerate(baby):
+                term = sa.Ciphertext()
+                evaluator.multiply_plain(shifted, self._diagonals[giant * P.baby_steps + i], term)
+                if i == 0:
+                    inner = term
+                else:
+                    evaluator.add_inplace(inner, term)
+            if acc is not None:
+                evaluator.rotate_vector_inplace(acc, P.baby_steps, galois)
+                evaluator.add_inplace(inner, acc)
+            acc = inner
+        assert acc is not None
+        self._rotate_and_sum(acc, P.hidden_units, P.slot_count, galois)
+        evaluator.add_plain_inplace(acc, self._hidden_bias)
+        evaluator.square_inplace(acc)
+        evaluator.relinearize_inplace(acc, keys.relin)
+        evaluator.rescale_to_next_inplace(acc)
+        evaluator.multiply_plain_inplace(acc, self._layer2)
+        self._rotate_and_sum(acc, 1, P.hidden_units, galois)
+        evaluator.add_plain_inplace(acc, self._bias_and_mask(acc))
+        return [FILES.to_bytes(acc)]
+
+    def _rotate_and_sum(self, acc: sa.Ciphertext, first: int, end: int, galois: sa.GaloisKeys) -> None:
+        step = first
+        while step < end:
+            rotated = sa.Ciphertext()
+            self._evaluator.rotate_vector(acc, step, galois, rotated)
+            self._evaluator.add_inplace(acc, rotated)
+            step *= 2
+
+    def _bias_and_mask(self, result: sa.Ciphertext) -> sa.Plaintext:
+        """Layer 2's bias on the output slots and, unless disabled, fresh noise on every other slot."""
+        mask = self._masked_slots if self.mask_result else np.zeros(P.slot_count, dtype=bool)
+        return fresh_slot_mask(self._encoder, result, mask, MASK_BOUND, offset=self._output_bias)
