@@ -133,15 +133,13 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
             evaluator.rotate_vector(baby[i - power], power, galois, rotated)
             baby.append(rotated)
         acc: sa.Ciphertext | None = None
+        term = sa.Ciphertext()  # one buffer for every product after the first of each giant step
         for giant in range(P.giant_steps - 1, -1, -1):
             inner = sa.Ciphertext()
-            for i, shifted in enumerate(baby):
-                term = sa.Ciphertext()
-                evaluator.multiply_plain(shifted, self._diagonals[giant * P.baby_steps + i], term)
-                if i == 0:
-                    inner = term
-                else:
-                    evaluator.add_inplace(inner, term)
+            evaluator.multiply_plain(baby[0], self._diagonals[giant * P.baby_steps], inner)
+            for i in range(1, P.baby_steps):
+                evaluator.multiply_plain(baby[i], self._diagonals[giant * P.baby_steps + i], term)
+                evaluator.add_inplace(inner, term)
             if acc is not None:
                 evaluator.rotate_vector_inplace(acc, P.baby_steps, galois)
                 evaluator.add_inplace(inner, acc)
