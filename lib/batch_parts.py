@@ -34,7 +34,9 @@ Phase = Literal["waiting", "running", "done", "failed", "stopped"]
 
 # Rough seconds for planning only (estimates on the pages, the progress bar's weights): key setup
 # and one prediction end to end, on a 2-core machine. Never asserted anywhere.
-_ESTIMATES_S: dict[str, tuple[float, float]] = {"ei": (3.0, 1.5), "ckks": (0.5, 0.05), "bfv": (0.3, 0.03)}
+_ESTIMATES_S: dict[str, tuple[float, float]] = {
+    "ei": (3.0, 1.5), "ckks": (0.5, 0.05), "bfv": (0.3, 0.03), "network": (0.8, 0.12),
+}
 _UNKNOWN_ESTIMATE_S = (1.0, 0.5)
 
 

@@ -7,17 +7,21 @@ in ``lib.schemes.SPECS``.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 
 from lib.digits import DigitInput
 from lib.reference import ReferenceCheck
 from lib.schemes import SPECS, descriptor
 from lib.session import Prediction
+from service.shared.model_files import MODEL_DIR
 
 __all__ = [
     "HE_STANDARD_MAX_BITS_128",
     "Classified",
     "error_source",
+    "plaintext_accuracy",
     "public_material",
     "scheme_title",
     "security_summary",
@@ -44,6 +48,20 @@ def public_material(name: str) -> str:
     """What a scheme puts in blob storage, e.g. "8 Galois keys ..."; generic for an unknown scheme."""
     info = SPECS.get(name)
     return info.public_material if info is not None else "the public keys"
+
+
+@functools.cache
+def plaintext_accuracy(name: str) -> float | None:
+    """The test accuracy the model card of scheme ``name``'s model records (real MNIST test set), if any."""
+    info = SPECS.get(name)
+    if info is None:
+        return None
+    try:
+        card = json.loads((MODEL_DIR / info.model_card).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = card.get("test_accuracy") if isinstance(card, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def security_summary(name: str) -> str:

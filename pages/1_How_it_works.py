@@ -40,7 +40,7 @@ digraph {
     label="Cloud side: untrusted, sees no plaintext"; fontcolor="#ffb74d"; color="#ffb74d";
     style="rounded,dashed"; fontname="Helvetica"; fontsize=12; margin=14;
     blob [label="Blob storage\\npublic keys only", shape=cylinder];
-    service [label="Scoring service\\nlinear model on ciphertext"];
+    service [label="Scoring service\\nMODEL on ciphertext"];
   }
   { rank=same; keygen; draw; }
   { rank=same; encrypt; decrypt; }
@@ -55,6 +55,7 @@ digraph {
   service -> decrypt [label="4 · encrypted scores", color="#4fc3f7"];
 }
 """.replace("SCHEME", state.scheme).replace("KEY_SIZE", key_size)
+FLOW = FLOW.replace("MODEL", "neural network" if state.scheme == "network" else "linear model")
 st.graphviz_chart(FLOW, width="stretch")
 
 st.header("Who holds what")
@@ -103,5 +104,31 @@ st.markdown(
     f"This session uses **{info.title}** ({info.library}). {info.summary}\n\n"
     f"{security_summary(state.scheme)} The decrypted scores differ from the plaintext ones only a little "
     f"({error_source(state.scheme)}), which the main page's reference check shows.\n\n"
-    "Switch the scheme in the sidebar; the **Schemes** page compares all three on the same digits."
+    "Switch the scheme in the sidebar; the **Schemes** page compares all four on the same digits."
+)
+
+net = SPECS["network"].params
+st.header("The network scheme, layer by layer")
+st.markdown(
+    f"""
+The **network** scheme runs a small neural network, 784 → {net.hidden_units} → 10, on one CKKS ciphertext:
+N = {net.poly_modulus_degree:,} gives {net.slot_count:,} slots, and the coefficient modulus has two 60-bit
+data primes (one multiplicative level) and a 60-bit special prime for key switching.
+
+| step | on the ciphertext | what it costs |
+|---|---|---|
+| Packing (in the app) | each pixel goes into {net.slot_count // (net.diagonals * net.copies)} of the slots, placed so that {net.diagonals} products cover all {net.hidden_units} × 784 weights | one encryption |
+| Layer 1 (784 → {net.hidden_units}) | {net.diagonals} plaintext products with the weight diagonals, in baby steps and giant steps: {net.baby_steps - 1} rotations of your ciphertext, {net.giant_steps - 1} of partial sums; then {net.copies.bit_length() - 1} rotate-and-adds leave one hidden unit in every slot | {net.baby_steps + net.giant_steps - 2 + net.copies.bit_length() - 1} rotations at the top level: most of the time |
+| Activation x² | one ciphertext × ciphertext square, relinearised (with the relinearisation key), then rescaled: one 60-bit prime is dropped | the one multiplicative level |
+| Layer 2 ({net.hidden_units} → 10) | one plaintext product, then {net.hidden_units.bit_length() - 1} rotate-and-adds: class c's score lands in slot {net.hidden_units}·c | {net.hidden_units.bit_length() - 1} rotations at the last level, each about half the cost of a top-level one |
+| Mask | the other {net.slot_count - 10:,} slots would hold hidden values times weights; fresh random noise covers them | one plaintext addition |
+
+**Why a square.** CKKS can only add and multiply. A ReLU or a sigmoid would need a high-degree polynomial
+approximation and many levels; x² is exact and costs one level. The network was trained with the square in the
+loop, so it is the activation the model expects, not an approximation of one.
+
+**The keys.** Every rotation needs a Galois key: {len(net.galois_steps)} of them, one per power of two from 1 to
+{net.galois_steps[-1]:,} (a rotation by 3 is one by 2 and one by 1), plus the relinearisation key for the square:
+{SPECS["network"].public_material}. The service can compute with them, never decrypt.
+"""
 )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from lib.errors import DemoError
+from lib.schemes import DEFAULT_SCHEME
 from lib.session import Prediction, Stage
 from lib.settings import AppSettings, azurite_connection_string
 
@@ -22,7 +23,7 @@ SAS_URL = (
 class FakeSession:
     """What SessionKey, AppState and the accuracy run use of an EncryptedSession."""
 
-    def __init__(self, key_id: str = "key1", scheme: str = "ckks") -> None:
+    def __init__(self, key_id: str = "key1", scheme: str = DEFAULT_SCHEME) -> None:
         self.scheme_name = scheme
         self.scheme = {"name": scheme, "version": "1", "params": {}}
         self.key_id = key_id

@@ -46,8 +46,8 @@ def test_app_state_retries_key_setup_once_storage_is_back(monkeypatch: pytest.Mo
 
 
 def test_classify_runs_the_reference_check_and_debounces_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeSession()
-    state = AppState(settings(), lambda s, p, scheme: fake)
+    fake = FakeSession(scheme="ckks")  # a linear-model scheme: the reference below is a linear model
+    state = AppState(settings(), lambda s, p, scheme: fake, scheme="ckks")
     model = PlaintextModel(
         coef=np.tile(np.arange(10.0)[:, None], (1, 784)) / 784, intercept=np.zeros(10), path=Path("m")
     )
@@ -70,7 +70,7 @@ def test_classify_says_why_there_is_no_reference_check(
     monkeypatch.setattr(
         app_state, "load_reference_model", lambda: load_reference_model(tmp_path / "none.npz")
     )
-    state = AppState(settings(), lambda s, p, scheme: FakeSession())
+    state = AppState(settings(), lambda s, p, scheme: FakeSession(scheme="ckks"), scheme="ckks")
     result = state.classify(
         DigitInput(pixels=np.ones(784, dtype=np.float32), source="drawing"), state.key.wait()
     )

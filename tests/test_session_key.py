@@ -11,6 +11,7 @@ import pytest
 from app_fakes import FakeSession, SchemeStarter, settings, wait_for
 
 from lib.errors import DemoError, StorageUnavailable
+from lib.schemes import DEFAULT_SCHEME
 from lib.session_key import SessionKey
 
 
@@ -54,7 +55,7 @@ def test_a_key_made_after_close_is_deleted_at_once() -> None:
     starter.gate.clear()
     key = SessionKey(settings(), starter)
     key.start()
-    wait_for(lambda: key.status().message == "Generating the ckks key pair")
+    wait_for(lambda: key.status().message == f"Generating the {DEFAULT_SCHEME} key pair")
     key.close()  # the browser session ended while the key was being made
     starter.gate.set()
     wait_for(lambda: len(starter.made) == 1 and starter.made[0].closed)
