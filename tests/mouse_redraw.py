@@ -36,11 +36,13 @@ __all__ = [
     "MIN_STROKE",
     "Style",
     "max_stroke_for",
+    "mouse_strokes",
     "naive_resize",
     "random_style",
     "redraw",
     "redraw_many",
     "skeleton",
+    "skeleton_paths",
 ]
 
 CANVAS = 280
@@ -239,7 +241,63 @@ def redraw(digit: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndar
     points, pairs = _segments(skeleton(digit))
     if len(points) == 0:
         raise ValueError("the digit has no ink to redraw")
-    p = _jitter(_smooth(points, pairs), rng, style.jitter)
+    p = _placed(_jitter(_smooth(points, pairs), rng, style.jitter), style)
+    return _canvas(_coverage(p, pairs, float(style.stroke)), style.background)
+
+
+def mouse_strokes(digit: np.ndarray, style: Style, rng: np.random.Generator) -> list[np.ndarray]:
+    """The strokes a person draws ``digit`` with, in ``style``: each an (n, 2) array of canvas (x, y)
+    points, one press-move-release each, along the digit's skeleton, placed as ``redraw`` places it."""
+    points, pairs = _segments(skeleton(digit))
+    if len(points) == 0:
+        raise ValueError("the digit has no ink to redraw")
+    p = _placed(_jitter(_smooth(points, pairs), rng, style.jitter), style)
+    return [p[path] for path in skeleton_paths(points, pairs)]
+
+
+def skeleton_paths(points: np.ndarray, pairs: np.ndarray) -> list[list[int]]:
+    """Cover the skeleton's edges with as few walks as a hand would draw: start at a loose end where
+    there is one, go straight on at each fork, each edge once. A diagonal edge that cuts the corner of
+    two straight ones is dropped first (the straight pair covers it)."""
+    edges = {frozenset(pair) for pair in pairs.tolist()}
+    key = {tuple(point): index for index, point in enumerate(points.astype(int).tolist())}
+    for a, b in [tuple(edge) for edge in edges]:
+        (xa, ya), (xb, yb) = points[a].astype(int), points[b].astype(int)
+        if xa != xb and ya != yb:  # diagonal: is there a corner pixel joined to both?
+            corners = [key.get((xa, yb)), key.get((xb, ya))]
+            if any(c is not None and frozenset((a, c)) in edges and frozenset((b, c)) in edges for c in corners):
+                edges.discard(frozenset((a, b)))
+    neighbours: dict[int, set[int]] = {}
+    for a, b in [tuple(edge) for edge in edges]:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    paths = []
+    while edges:
+        loose = sorted(node for node, near in neighbours.items() if len(near) % 2 == 1)
+        node = loose[0] if loose else min(node for node, near in neighbours.items() if near)
+        path = [node]
+        while neighbours.get(node):
+            here = points[node]
+            heading = here - points[path[-2]] if len(path) > 1 else None
+
+            def turn(candidate: int, here: np.ndarray = here, heading: np.ndarray | None = heading) -> float:
+                if heading is None:
+                    return 0.0
+                step = points[candidate] - here
+                return -float(step @ heading) / (float(np.linalg.norm(step) * np.linalg.norm(heading)) or 1.0)
+
+            following = min(sorted(neighbours[node]), key=turn)
+            edges.discard(frozenset((node, following)))
+            neighbours[node].discard(following)
+            neighbours[following].discard(node)
+            path.append(following)
+            node = following
+        paths.append(path)
+    return paths
+
+
+def _placed(p: np.ndarray, style: Style) -> np.ndarray:
+    """Skeleton points scaled to ``style.height`` of the canvas and moved to ``style.place``."""
     stroke = float(style.stroke)
     ink_height = style.height * CANVAS
     span_y = max(float(np.ptp(p[:, 1])), 1.0)
@@ -252,8 +310,7 @@ def redraw(digit: np.ndarray, style: Style, rng: np.random.Generator) -> np.ndar
     ink_w, ink_h = np.ptp(p[:, 0]) + stroke, np.ptp(p[:, 1]) + stroke
     left = _MARGIN + style.place[0] * (CANVAS - 2 * _MARGIN - ink_w)
     top = _MARGIN + style.place[1] * (CANVAS - 2 * _MARGIN - ink_h)
-    p = p + np.array([left + stroke / 2, top + stroke / 2])
-    return _canvas(_coverage(p, pairs, stroke), style.background)
+    return p + np.array([left + stroke / 2, top + stroke / 2])
 
 
 def redraw_many(
