@@ -19,6 +19,7 @@ import numpy as np
 from lib.errors import DemoError
 from service.shared.model_files import MODEL_DIR, MODEL_FILE, NETWORK_FILE
 from service.shared.network_model import NetworkWeights, load_network
+from service.shared.specs import NETWORK
 
 __all__ = [
     "REFERENCE_MODEL_FILE",
@@ -40,7 +41,7 @@ class ReferenceUnavailable(DemoError):
     """The plaintext model could not be read, so no reference check can be made."""
 
 
-NETWORK_SCHEME = "network"  # the scheme that runs the network; every other one runs the linear model
+NETWORK_SCHEME = NETWORK.name  # the scheme that runs the network; every other one runs the linear model
 
 
 @dataclass(frozen=True, eq=False)

@@ -292,8 +292,8 @@ def test_bfv_unit_vector_query_reveals_no_weight(model) -> None:
 # --- the ckks mask ------------------------------------------------------------------------------
 
 
-def ckks_slots(client, server, keys, pixels: np.ndarray) -> np.ndarray:
-    """Every one of the 2048 slots of a ckks result (a test-only look behind the client's decrypt)."""
+def result_slots(client, server, keys, pixels: np.ndarray) -> np.ndarray:
+    """Every slot of a CKKS result, not just the scores (a test-only look behind the client's decrypt)."""
     evaluation = server.evaluate(keys, server.decode_ciphertexts(decoded(client.encrypt(pixels))))
     ciphertext = sa.Ciphertext()
     FILES.load(ciphertext, base64.b64decode(server.encode_results(evaluation.results)[0]), client._context)
@@ -318,11 +318,11 @@ def test_ckks_unit_vector_query_reveals_no_weight(model) -> None:
     weights = coef[:, pixel]
 
     # Without the mask the attack works: over a thousand slots are this pixel's weights.
-    assert weights_read(ckks_slots(client, CkksScheme(coef, intercept, CACHE, mask_result=False), keys, query),
+    assert weights_read(result_slots(client, CkksScheme(coef, intercept, CACHE, mask_result=False), keys, query),
                         weights) > 1000  # fmt: skip
     # With it, none: every other slot is fresh noise, different in each answer.
     masked = CkksScheme(coef, intercept, CACHE)
-    first, second = (ckks_slots(client, masked, keys, query) for _ in range(2))
+    first, second = (result_slots(client, masked, keys, query) for _ in range(2))
     assert weights_read(first, weights) <= 2
     others = np.delete(first, list(CKKS_OUTPUT_SLOTS))
     # noise in +-512 on top of a partial sum (here a weight, below 1 in size): uniform-looking
@@ -523,16 +523,6 @@ def test_network_agreement_on_1000_real_test_digits(network, servers, test_digit
     assert correct >= 970
 
 
-def network_slots(client, server, keys, pixels: np.ndarray) -> np.ndarray:
-    """Every one of the 4096 slots of a network result (a test-only look behind the client's decrypt)."""
-    evaluation = server.evaluate(keys, server.decode_ciphertexts(decoded(client.encrypt(pixels))))
-    ciphertext = sa.Ciphertext()
-    FILES.load(ciphertext, base64.b64decode(server.encode_results(evaluation.results)[0]), client._context)
-    plaintext = sa.Plaintext()
-    client._decryptor.decrypt(ciphertext, plaintext)
-    return np.asarray(client._encoder.decode_double(plaintext))
-
-
 def test_network_result_reveals_no_hidden_unit(network) -> None:
     """Unmasked, the slots after class 9's score hold its sum over units j..H-1, so the difference of
     two neighbours is one hidden unit's contribution w2[9, j] * h_j**2: the model, unit by unit."""
@@ -548,9 +538,9 @@ def test_network_result_reveals_no_hidden_unit(network) -> None:
         return int(np.sum(np.abs(differences - contributions[: hidden - 1]) < 0.05))
 
     unmasked = NetworkScheme(network, CACHE, mask_result=False)
-    assert units_read(network_slots(client, unmasked, keys, query)) > 0.8 * hidden
+    assert units_read(result_slots(client, unmasked, keys, query)) > 0.8 * hidden
     masked = NetworkScheme(network, CACHE)
-    first, second = (network_slots(client, masked, keys, query) for _ in range(2))
+    first, second = (result_slots(client, masked, keys, query) for _ in range(2))
     assert units_read(first) <= 5  # chance: a difference of two uniform masks within 0.05 of a value
     others = np.delete(first, list(NETWORK_OUTPUT_SLOTS))
     assert np.abs(others).mean() > MASK_BOUND / 4  # uniform in +-MASK_BOUND on top of partial sums

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Sequence
 
+import numpy as np
 from tenseal import sealapi as sa
 
 from lib.errors import InvalidInput
-from lib.schemes.base import KeyPair
-from service.shared.seal4 import SealFormatError, load_ciphertext, make_context
+from lib.schemes.base import N_CLASSES, KeyPair, checked_results
+from service.shared.seal4 import FILES, SealFormatError, load_ciphertext, make_context
 
 
 class Seal4Client(KeyPair):
@@ -42,6 +44,47 @@ class Seal4Client(KeyPair):
     @property
     def key_id(self) -> str:
         return self._key_id
+
+
+class CkksSlotsClient(Seal4Client):
+    """What the CKKS clients (``ckks``, ``network``) share: slots in, seeded; 10 slots out, checked.
+
+    Subclasses say where the pixels go (``encrypt``) and which scale and level the result has.
+    """
+
+    _max_result_bytes = 256 * 1024  # a real result: ckks about 62 kB, network about 131 kB
+    _result_at_last_level = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = sa.CKKSEncoder(self._context)
+
+    def _result_scale(self) -> float:
+        raise NotImplementedError
+
+    def _encrypt_slots(self, slots: np.ndarray, scale: float) -> list[str]:
+        """The slot vector encoded at ``scale`` and encrypted with the secret key (seeded), as base64."""
+        with self._lock:
+            plaintext = sa.Plaintext()
+            self._encoder.encode(slots.tolist(), self._context.first_parms_id(), scale, plaintext)
+            data = FILES.to_bytes(self._encryptor.encrypt_symmetric(plaintext))
+        return [base64.b64encode(data).decode("ascii")]
+
+    def decrypt(self, results: Sequence[str]) -> np.ndarray:
+        """The one result ciphertext, checked (size, SEAL, level, scale), decrypted: the output slots."""
+        limit = self._max_result_bytes
+        (text,) = checked_results(results, self.result_count, 4 * limit // 3 + 4)
+        ciphertext = load_result(text, self._context, True, limit, last_level=self._result_at_last_level)
+        if ciphertext.scale != self._result_scale():
+            raise InvalidInput("The result ciphertext has a scale this scheme's service does not produce.")
+        with self._lock:
+            plaintext = sa.Plaintext()
+            self._decryptor.decrypt(ciphertext, plaintext)
+            slots = np.asarray(self._encoder.decode_double(plaintext))
+        scores = slots[list(self.spec.params.output_slots)]
+        if scores.shape != (N_CLASSES,) or not np.isfinite(scores).all():
+            raise InvalidInput("The decrypted scores are not finite numbers.")
+        return scores.astype(np.float64)
 
 
 def load_result(text: str, context: sa.SEALContext, ntt_form: bool, max_bytes: int, *,

@@ -20,7 +20,7 @@ from scripts.benchmark.mixed import (
     parse_replicas,
     parse_sessions,
 )
-from scripts.benchmark.results import AGREEMENT_DIGITS, WORKERS, Measured
+from scripts.benchmark.results import AGREEMENT_DIGITS, WORKERS, Digits, Measured
 from scripts.benchmark.targets import AGREEMENT_SCHEMES
 from service.shared.model_files import MODEL_DIR
 
@@ -181,9 +181,10 @@ def run(args: argparse.Namespace) -> int:
 
     coef, intercept = load_model(MODEL_DIR)
     agreement = AGREEMENT_SCHEMES.intersection(args.schemes)
-    digits = load_digits(max(args.accuracy_digits, AGREEMENT_DIGITS if agreement else 0))
-    whole = load_digits(10_000)
+    count = max(args.accuracy_digits, AGREEMENT_DIGITS if agreement else 0)
+    whole = load_digits(10_000)  # read once: the first digits go over HTTP, all of them set plaintext accuracy
     test_set = whole if whole.source == "MNIST test set" else None
+    digits = Digits(whole.images[:count], whole.labels[:count], whole.source) if test_set is not None else load_digits(count)
     results: dict[str, Measured] = {}
     reference: Measured | None = None
 

@@ -22,8 +22,14 @@ from __future__ import annotations
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import Seal4Scheme, fresh_slot_mask, polynomial_bytes
-from service.shared.seal4 import FILES, SealFormatError, galois_element, load_object, make_context
+from service.schemes.seal4 import (
+    Seal4Scheme,
+    check_input_scale,
+    fresh_slot_mask,
+    galois_keys_bytes,
+    require_rotations,
+)
+from service.shared.seal4 import FILES, load_object, make_context
 from service.shared.specs import CKKS, N_CLASSES, N_FEATURES
 
 P = CKKS.params
@@ -31,7 +37,6 @@ P = CKKS.params
 # weight is below 1, a score below 100), and 3 bits below the size SEAL refuses to encode (4096 at
 # the result's scale 2^45 with the 54-bit data prime; measured). The outputs stay exact (tested).
 MASK_BOUND = 512.0
-_VECTOR_BYTES = 24  # a std::vector header: the Galois keys' index holds one per slot of N
 
 
 def diagonals(coef: np.ndarray) -> np.ndarray:
@@ -75,33 +80,20 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
         bias[list(P.output_slots)] = intercept
         self._bias = sa.Plaintext()
         encoder.encode(bias.tolist(), parms_id, 2.0 ** (P.input_scale_bits + P.weight_scale_bits), self._bias)
-        self._elements = [galois_element(step, P.poly_modulus_degree) for step in P.galois_steps]
 
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
-        if ciphertext.scale != 2.0**P.input_scale_bits:
-            raise SealFormatError(
-                f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{P.input_scale_bits}"
-            )
+        check_input_scale(ciphertext, P.input_scale_bits, what)
 
     def load_keys(self, blob: bytes) -> sa.GaloisKeys:
         """The client's Galois keys: valid for this context and holding every rotation needed."""
         keys = sa.GaloisKeys()
         load_object(keys, blob, self.context, "Galois keys")
-        missing = [step for step, element in zip(P.galois_steps, self._elements, strict=True)
-                   if not keys.has_key(element)]
-        if missing:
-            raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
+        require_rotations(keys, P.galois_steps, P.poly_modulus_degree)
         return keys
 
     def cached_bytes(self, keys: sa.GaloisKeys) -> int:
-        """Each Galois key is a key-switching key: per data modulus, 2 polynomials over all moduli.
-
-        SEAL also sizes the keys' index by N (one vector per Galois element); measured here, this
-        books within a few percent of the worker's real growth per cached key.
-        """
-        moduli = len(P.coeff_modulus_bits)
-        per_key = (moduli - 1) * 2 * polynomial_bytes(P.poly_modulus_degree, moduli)
-        return keys.size() * per_key + P.poly_modulus_degree * _VECTOR_BYTES
+        """The loaded Galois keys (``galois_keys_bytes``), 1.15 MB for the 8 of a ckks key set."""
+        return galois_keys_bytes(keys.size(), P.poly_modulus_degree, len(P.coeff_modulus_bits))
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: sa.GaloisKeys) -> list[bytes]:
         (x,) = ciphertexts

@@ -24,13 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.seal4 import Seal4Scheme, fresh_slot_mask, polynomial_bytes
+from service.schemes.seal4 import (
+    Seal4Scheme,
+    check_input_scale,
+    fresh_slot_mask,
+    galois_keys_bytes,
+    require_rotations,
+)
 from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights
 from service.shared.network_model import NetworkWeights
 from service.shared.seal4 import (
     FILES,
     SealFormatError,
-    galois_element,
     load_object,
     make_context,
     rescaled_prime,
@@ -43,7 +48,6 @@ P = NETWORK.params
 # on real digits), and small enough that the model's worst case plus the mask fits the last prime
 # (checked), since every bit of it is a bit less precision for the scores.
 MASK_BOUND = 1024.0
-_VECTOR_BYTES = 24  # a std::vector header: the Galois keys' index holds one per slot of N
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,6 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
         self._output_bias[list(P.output_slots)] = network.b2
         self._masked_slots = np.ones(P.slot_count, dtype=bool)
         self._masked_slots[list(P.output_slots)] = False
-        self._elements = [galois_element(step, P.poly_modulus_degree) for step in P.galois_steps]
 
     def _check_room(self, network: NetworkWeights) -> None:
         """Refuse a model whose worst case over [0, 1]^784 would wrap around a modulus."""
@@ -100,8 +103,7 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
             )
 
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
-        if ciphertext.scale != 2.0**P.input_scale_bits:
-            raise SealFormatError(f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{P.input_scale_bits}")
+        check_input_scale(ciphertext, P.input_scale_bits, what)
 
     def load_keys(self, blob: bytes) -> NetworkKeys:
         """Galois keys then relinearisation keys, as the client concatenated them; each checked by SEAL."""
@@ -109,19 +111,15 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
         galois, relin = sa.GaloisKeys(), sa.RelinKeys()
         load_object(galois, galois_bytes, self.context, "Galois keys")
         load_object(relin, relin_bytes, self.context, "relinearisation keys")
-        missing = [step for step, element in zip(P.galois_steps, self._elements, strict=True)
-                   if not galois.has_key(element)]
-        if missing:
-            raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
+        require_rotations(galois, P.galois_steps, P.poly_modulus_degree)
         if relin.size() != 1:
             raise SealFormatError(f"expected one relinearisation key, got {relin.size()}")
         return NetworkKeys(galois, relin)
 
     def cached_bytes(self, keys: NetworkKeys) -> int:
-        """Every key-switching key: per data modulus, 2 polynomials over all moduli."""
-        moduli = len(P.coeff_modulus_bits)
-        per_key = (moduli - 1) * 2 * polynomial_bytes(P.poly_modulus_degree, moduli)
-        return (keys.galois.size() + keys.relin.size()) * per_key + P.poly_modulus_degree * _VECTOR_BYTES
+        """Every loaded key-switching key (``galois_keys_bytes``): 10.2 MB for a network key set."""
+        count = keys.galois.size() + keys.relin.size()
+        return galois_keys_bytes(count, P.poly_modulus_degree, len(P.coeff_modulus_bits))
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: NetworkKeys) -> list[bytes]:
         (x,) = ciphertexts

@@ -15,7 +15,7 @@ from tenseal import sealapi as sa
 from service.errors import RequestRejected
 from service.key_source import KeyReference
 from service.schemes.base import Evaluation, KeyCache, SchemeBase
-from service.shared.seal4 import SealFormatError, load_ciphertext
+from service.shared.seal4 import SealFormatError, galois_element, load_ciphertext
 
 K = TypeVar("K")
 
@@ -31,6 +31,30 @@ def fresh_slot_mask(encoder: sa.CKKSEncoder, result: sa.Ciphertext, masked: np.n
     plaintext = sa.Plaintext()
     encoder.encode(values.tolist(), result.parms_id(), result.scale, plaintext)
     return plaintext
+
+
+def check_input_scale(ciphertext: sa.Ciphertext, scale_bits: int, what: str) -> None:
+    """A CKKS request ciphertext must be at the scale the scheme encodes its input at."""
+    if ciphertext.scale != 2.0**scale_bits:
+        raise SealFormatError(f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{scale_bits}")
+
+
+def require_rotations(keys: sa.GaloisKeys, steps: tuple[int, ...], poly_modulus_degree: int) -> None:
+    """The client's Galois keys must hold a key for every rotation step the scheme uses."""
+    missing = [step for step in steps if not keys.has_key(galois_element(step, poly_modulus_degree))]
+    if missing:
+        raise SealFormatError(f"Galois keys lack the rotation(s) {missing}")
+
+
+def galois_keys_bytes(keys: int, poly_modulus_degree: int, moduli: int) -> int:
+    """Memory of ``keys`` loaded key-switching keys (Galois or relinearisation): per data modulus, 2
+    polynomials over all moduli; plus the Galois keys' index, which SEAL sizes by N (one vector
+    header per slot). Measured here, this books within a few percent of the real growth per key set."""
+    per_key = (moduli - 1) * 2 * polynomial_bytes(poly_modulus_degree, moduli)
+    return keys * per_key + poly_modulus_degree * _VECTOR_BYTES
+
+
+_VECTOR_BYTES = 24  # a std::vector header
 
 
 def polynomial_bytes(poly_modulus_degree: int, moduli: int) -> int:

@@ -37,16 +37,18 @@ class NetworkWeights:
         hidden = np.asarray(x, dtype=np.float64) @ self.w1.T + self.b1
         return (hidden**2) @ self.w2.T + self.b2
 
+    def _hidden_extremes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each hidden unit's highest and lowest value over [0, 1]^784 (all its positive or negative weights on)."""
+        return (self.b1 + np.clip(self.w1, 0.0, None).sum(axis=1), self.b1 + np.clip(self.w1, None, 0.0).sum(axis=1))
+
     def hidden_bound(self) -> float:
         """The largest |hidden value| any input in [0, 1]^784 can give."""
-        highest = self.b1 + np.clip(self.w1, 0.0, None).sum(axis=1)
-        lowest = self.b1 + np.clip(self.w1, None, 0.0).sum(axis=1)
+        highest, lowest = self._hidden_extremes()
         return float(np.maximum(np.abs(highest), np.abs(lowest)).max())
 
     def logit_bound(self) -> float:
         """The largest |score| any input in [0, 1]^784 can give (each hidden unit at its own worst)."""
-        highest = self.b1 + np.clip(self.w1, 0.0, None).sum(axis=1)
-        lowest = self.b1 + np.clip(self.w1, None, 0.0).sum(axis=1)
+        highest, lowest = self._hidden_extremes()
         squares = np.maximum(highest**2, lowest**2)
         return float((np.abs(self.b2) + np.abs(self.w2) @ squares).max())
 
