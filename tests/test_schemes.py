@@ -32,7 +32,7 @@ from service.settings import ServiceSettings
 from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights, slot_pixels
 from service.shared.network_model import NetworkWeights, load_network
 from service.shared.seal4 import FILES, galois_element, load_object, plaintext_from_coefficients
-from service.shared.specs import BFV, CKKS, NETWORK, SPECS
+from service.shared.specs import BFV, BROWSER, CKKS, NETWORK, SERVED_SPECS, SPECS
 
 OUTPUT_COEFFICIENTS = list(BFV.params.output_coefficients)
 
@@ -113,9 +113,11 @@ def test_both_sides_hold_the_one_spec_of_every_scheme(model, network) -> None:
     coef, intercept = model
     schemes = build_schemes(coef, intercept, ServiceSettings.from_env(), network=network)
     try:
-        assert list(schemes) == list(SCHEME_NAMES) == list(SPECS) == list(CLIENT_SPECS)
-        for name, scheme in schemes.items():
-            client = new_client(name)
+        assert list(schemes) == [*SCHEME_NAMES, BROWSER.name] == list(SERVED_SPECS)
+        assert list(SCHEME_NAMES) == list(SPECS) == list(CLIENT_SPECS)
+        assert schemes[BROWSER.name].spec is BROWSER  # its client half is the tab's (tests/test_browser_scheme.py)
+        for name in SCHEME_NAMES:
+            scheme, client = schemes[name], new_client(name)
             assert scheme.spec is type(client).spec is SPECS[name] is CLIENT_SPECS[name]
             assert scheme.spec.mismatch(client.descriptor) is None  # what the client sends is what the service runs
             assert client.descriptor == scheme.spec.descriptor() == descriptor(name) == SPECS[name].descriptor()

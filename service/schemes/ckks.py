@@ -82,7 +82,7 @@ class CkksScheme(Seal4Scheme[sa.GaloisKeys]):
         encoder.encode(bias.tolist(), parms_id, 2.0 ** (P.input_scale_bits + P.weight_scale_bits), self._bias)
 
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
-        check_input_scale(ciphertext, P.input_scale_bits, what)
+        check_input_scale(ciphertext.scale, P.input_scale_bits, what)
 
     def load_keys(self, blob: bytes) -> sa.GaloisKeys:
         """The client's Galois keys: valid for this context and holding every rotation needed."""

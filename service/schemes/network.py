@@ -2,18 +2,12 @@
 
 Parameters: ``NETWORK`` in service/shared/specs.py; slot layout: service/shared/network_layout.py
 (both shared with the client half in lib/schemes/network.py). One request ciphertext at the top
-level (two 60-bit data primes), one result ciphertext at the last:
-1. Layer 1, baby-step giant-step: the client's ciphertext rotated by 1, 2 and 3 (3 rotations, at most
-   2 deep: rotation noise lands on the input's small scale, so depth matters), 32 plaintext products
-   with the pre-rotated diagonals, the 8 partial sums combined Horner-style with 7 rotations by 4; then
-   a rotate-and-sum over the 32 chunks (steps 128 ... 2048) leaves hidden unit s mod 128 at every slot
-   s, and the bias is added.
-2. The activation: one ciphertext square, relinearised, then rescaled to the last data prime.
-3. Layer 2: one plaintext product with class c's weights in chunk c, and a rotate-and-sum inside each
-   chunk (steps 1 ... 64) puts class c's score at slot 128 c.
-4. The other 4,086 slots would hold partial sums of layer 2 (the hidden values times weights), so the
-   bias and a fresh mask go in with one plaintext: uniform noise in +-MASK_BOUND from the OS on every
-   non-output slot, the bias on the outputs.
+level (two 60-bit data primes), one result ciphertext at the last. The circuit (layer 1 in baby and
+giant steps, the square, layer 2: 22 rotations, 33 products) is service/schemes/network_circuit.py,
+which the ``browser`` scheme runs too; this module binds it to tenseal.sealapi and then:
+The other 4,086 slots would hold partial sums of layer 2 (the hidden values times weights), so the
+bias and a fresh mask go in with one plaintext: uniform noise in +-MASK_BOUND from the OS on every
+non-output slot, the bias on the outputs.
 The scales keep any input in [0, 1] within the moduli; the constructor checks that against the model.
 """
 from __future__ import annotations
@@ -24,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from tenseal import sealapi as sa
 
+from service.schemes.network_circuit import NetworkPlaintexts, evaluate_network
 from service.schemes.seal4 import (
     Seal4Scheme,
     check_input_scale,
@@ -50,6 +45,18 @@ P = NETWORK.params
 MASK_BOUND = 1024.0
 
 
+def check_room(network: NetworkWeights, layer1_scale: float, result_scale: float) -> None:
+    """Refuse a model whose worst case over [0, 1]^784, plus the mask, would wrap around a modulus."""
+    data_bits = sum(P.coeff_modulus_bits[:-1])
+    squared = 2 * (math.log2(network.hidden_bound()) + math.log2(layer1_scale))
+    result = math.log2(network.logit_bound() + MASK_BOUND) + math.log2(result_scale)
+    if squared >= data_bits - 2 or result >= P.coeff_modulus_bits[0] - 2:
+        raise ValueError(
+            f"the network's worst case needs 2^{squared:.1f} before the rescale and 2^{result:.1f} in the "
+            f"result; the moduli hold 2^{data_bits - 2} and 2^{P.coeff_modulus_bits[0] - 2}"
+        )
+
+
 @dataclass(frozen=True)
 class NetworkKeys:
     """The client's public material, loaded: Galois keys for the rotations, relinearisation keys."""
@@ -73,7 +80,7 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
         self.context = make_context(P)
         self.layer1_scale = 2.0 ** (P.input_scale_bits + P.layer1_scale_bits)
         self.result_scale = self.layer1_scale**2 / rescaled_prime(self.context) * 2.0**P.layer2_scale_bits
-        self._check_room(network)
+        check_room(network, self.layer1_scale, self.result_scale)
         self._evaluator = sa.Evaluator(self.context)
         encoder = self._encoder = sa.CKKSEncoder(self.context)
         top, last = self.context.first_parms_id(), self.context.last_parms_id()
@@ -83,27 +90,18 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
             encoder.encode(values.tolist(), parms_id, scale, plaintext)
             return plaintext
 
-        self._diagonals = [encoded(d, top, 2.0**P.layer1_scale_bits) for d in layer1_diagonals(network.w1, P)]
-        self._hidden_bias = encoded(hidden_bias(network.b1, P), top, self.layer1_scale)
-        self._layer2 = encoded(layer2_row_weights(network.w2, P), last, 2.0**P.layer2_scale_bits)
+        self._model = NetworkPlaintexts(
+            diagonals=[encoded(d, top, 2.0**P.layer1_scale_bits) for d in layer1_diagonals(network.w1, P)],
+            hidden_bias=encoded(hidden_bias(network.b1, P), top, self.layer1_scale),
+            layer2=encoded(layer2_row_weights(network.w2, P), last, 2.0**P.layer2_scale_bits),
+        )
         self._output_bias = np.zeros(P.slot_count)
         self._output_bias[list(P.output_slots)] = network.b2
         self._masked_slots = np.ones(P.slot_count, dtype=bool)
         self._masked_slots[list(P.output_slots)] = False
 
-    def _check_room(self, network: NetworkWeights) -> None:
-        """Refuse a model whose worst case over [0, 1]^784 would wrap around a modulus."""
-        data_bits = sum(P.coeff_modulus_bits[:-1])
-        squared = 2 * (math.log2(network.hidden_bound()) + math.log2(self.layer1_scale))
-        result = math.log2(network.logit_bound() + MASK_BOUND) + math.log2(self.result_scale)
-        if squared >= data_bits - 2 or result >= P.coeff_modulus_bits[0] - 2:
-            raise ValueError(
-                f"the network's worst case needs 2^{squared:.1f} before the rescale and 2^{result:.1f} in the "
-                f"result; the moduli hold 2^{data_bits - 2} and 2^{P.coeff_modulus_bits[0] - 2}"
-            )
-
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
-        check_input_scale(ciphertext, P.input_scale_bits, what)
+        check_input_scale(ciphertext.scale, P.input_scale_bits, what)
 
     def load_keys(self, blob: bytes) -> NetworkKeys:
         """Galois keys then relinearisation keys, as the client concatenated them; each checked by SEAL."""
@@ -123,45 +121,50 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
 
     def compute(self, ciphertexts: list[sa.Ciphertext], keys: NetworkKeys) -> list[bytes]:
         (x,) = ciphertexts
-        evaluator, galois = self._evaluator, keys.galois
-        baby = [x]  # baby[i] = x rotated by i, in as few rotations deep as power-of-two keys allow
-        for i in range(1, P.baby_steps):
-            power = 1 << (i.bit_length() - 1)
-            rotated = sa.Ciphertext()
-            evaluator.rotate_vector(baby[i - power], power, galois, rotated)
-            baby.append(rotated)
-        acc: sa.Ciphertext | None = None
-        term = sa.Ciphertext()  # one buffer for every product after the first of each giant step
-        for giant in range(P.giant_steps - 1, -1, -1):
-            inner = sa.Ciphertext()
-            evaluator.multiply_plain(baby[0], self._diagonals[giant * P.baby_steps], inner)
-            for i in range(1, P.baby_steps):
-                evaluator.multiply_plain(baby[i], self._diagonals[giant * P.baby_steps + i], term)
-                evaluator.add_inplace(inner, term)
-            if acc is not None:
-                evaluator.rotate_vector_inplace(acc, P.baby_steps, galois)
-                evaluator.add_inplace(inner, acc)
-            acc = inner
-        assert acc is not None
-        self._rotate_and_sum(acc, P.hidden_units, P.slot_count, galois)
-        evaluator.add_plain_inplace(acc, self._hidden_bias)
-        evaluator.square_inplace(acc)
-        evaluator.relinearize_inplace(acc, keys.relin)
-        evaluator.rescale_to_next_inplace(acc)
-        evaluator.multiply_plain_inplace(acc, self._layer2)
-        self._rotate_and_sum(acc, 1, P.hidden_units, galois)
-        evaluator.add_plain_inplace(acc, self._bias_and_mask(acc))
-        return [FILES.to_bytes(acc)]
-
-    def _rotate_and_sum(self, acc: sa.Ciphertext, first: int, end: int, galois: sa.GaloisKeys) -> None:
-        step = first
-        while step < end:
-            rotated = sa.Ciphertext()
-            self._evaluator.rotate_vector(acc, step, galois, rotated)
-            self._evaluator.add_inplace(acc, rotated)
-            step *= 2
+        result = evaluate_network(_TensealOps(self._evaluator, keys), x, self._model, P)
+        self._evaluator.add_plain_inplace(result, self._bias_and_mask(result))
+        return [FILES.to_bytes(result)]
 
     def _bias_and_mask(self, result: sa.Ciphertext) -> sa.Plaintext:
         """Layer 2's bias on the output slots and, unless disabled, fresh noise on every other slot."""
         mask = self._masked_slots if self.mask_result else np.zeros(P.slot_count, dtype=bool)
         return fresh_slot_mask(self._encoder, result, mask, MASK_BOUND, offset=self._output_bias)
+
+
+class _TensealOps:
+    """``CkksOps`` on tenseal.sealapi: its evaluator writes into destinations, so products share a buffer."""
+
+    def __init__(self, evaluator: sa.Evaluator, keys: NetworkKeys) -> None:
+        self._evaluator, self._keys = evaluator, keys
+        self._term = sa.Ciphertext()  # one buffer for every product added into an accumulator
+
+    def rotated(self, ciphertext: sa.Ciphertext, step: int) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self._evaluator.rotate_vector(ciphertext, step, self._keys.galois, out)
+        return out
+
+    def rotate_inplace(self, ciphertext: sa.Ciphertext, step: int) -> None:
+        self._evaluator.rotate_vector_inplace(ciphertext, step, self._keys.galois)
+
+    def product(self, ciphertext: sa.Ciphertext, plaintext: sa.Plaintext) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self._evaluator.multiply_plain(ciphertext, plaintext, out)
+        return out
+
+    def add_product(self, accumulator: sa.Ciphertext, ciphertext: sa.Ciphertext, plaintext: sa.Plaintext) -> None:
+        self._evaluator.multiply_plain(ciphertext, plaintext, self._term)
+        self._evaluator.add_inplace(accumulator, self._term)
+
+    def add_inplace(self, accumulator: sa.Ciphertext, ciphertext: sa.Ciphertext) -> None:
+        self._evaluator.add_inplace(accumulator, ciphertext)
+
+    def add_plain_inplace(self, accumulator: sa.Ciphertext, plaintext: sa.Plaintext) -> None:
+        self._evaluator.add_plain_inplace(accumulator, plaintext)
+
+    def multiply_plain_inplace(self, ciphertext: sa.Ciphertext, plaintext: sa.Plaintext) -> None:
+        self._evaluator.multiply_plain_inplace(ciphertext, plaintext)
+
+    def square_relinearise_rescale(self, ciphertext: sa.Ciphertext) -> None:
+        self._evaluator.square_inplace(ciphertext)
+        self._evaluator.relinearize_inplace(ciphertext, self._keys.relin)
+        self._evaluator.rescale_to_next_inplace(ciphertext)

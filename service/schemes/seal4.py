@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from tenseal import sealapi as sa
@@ -20,23 +20,26 @@ from service.shared.seal4 import SealFormatError, galois_element, load_ciphertex
 K = TypeVar("K")
 
 
-def fresh_slot_mask(encoder: sa.CKKSEncoder, result: sa.Ciphertext, masked: np.ndarray, bound: float, *,
-                    offset: np.ndarray | None = None) -> sa.Plaintext:
-    """A CKKS plaintext at the result's level and scale: fresh uniform noise in +-bound (from the OS)
-    on every slot where ``masked`` is true, zero elsewhere, plus ``offset`` if given (e.g. a bias)."""
+def slot_mask_values(masked: np.ndarray, bound: float, offset: np.ndarray | None = None) -> np.ndarray:
+    """Fresh uniform noise in +-bound (from the OS) on every slot where ``masked`` is true, zero
+    elsewhere, plus ``offset`` if given (e.g. a bias): the values of a result's mask plaintext."""
     uniform = np.frombuffer(os.urandom(8 * masked.size), dtype="<u8") / 2.0**64
     values = np.where(masked, (2.0 * uniform - 1.0) * bound, 0.0)
-    if offset is not None:
-        values = values + offset
+    return values if offset is None else values + offset
+
+
+def fresh_slot_mask(encoder: sa.CKKSEncoder, result: sa.Ciphertext, masked: np.ndarray, bound: float, *,
+                    offset: np.ndarray | None = None) -> sa.Plaintext:
+    """``slot_mask_values`` as a CKKS plaintext at the result's level and scale."""
     plaintext = sa.Plaintext()
-    encoder.encode(values.tolist(), result.parms_id(), result.scale, plaintext)
+    encoder.encode(slot_mask_values(masked, bound, offset).tolist(), result.parms_id(), result.scale, plaintext)
     return plaintext
 
 
-def check_input_scale(ciphertext: sa.Ciphertext, scale_bits: int, what: str) -> None:
-    """A CKKS request ciphertext must be at the scale the scheme encodes its input at."""
-    if ciphertext.scale != 2.0**scale_bits:
-        raise SealFormatError(f"{what} has scale {ciphertext.scale:g}; this scheme encodes at 2^{scale_bits}")
+def check_input_scale(scale: float, scale_bits: int, what: str) -> None:
+    """A CKKS request ciphertext's ``scale`` must be the one the scheme encodes its input at."""
+    if scale != 2.0**scale_bits:
+        raise SealFormatError(f"{what} has scale {scale:g}; this scheme encodes at 2^{scale_bits}")
 
 
 def require_rotations(keys: sa.GaloisKeys, steps: tuple[int, ...], poly_modulus_degree: int) -> None:
@@ -63,14 +66,15 @@ def polynomial_bytes(poly_modulus_degree: int, moduli: int) -> int:
 
 
 class Seal4Scheme(SchemeBase, Generic[K]):
-    """What ``ckks`` and ``bfv`` share; ``K`` is the loaded public material.
+    """What the SEAL 4 schemes share (``ckks``, ``bfv``, ``network``, ``browser``); ``K`` is the loaded
+    public material.
 
     Subclasses set ``spec``, ``context`` and ``ntt_form`` and implement ``load_keys`` (blob bytes
     -> loaded public material), ``compute`` (ciphertexts, public material -> result bytes) and
     ``cached_bytes`` (what the loaded material costs in memory, which the key cache books).
     """
 
-    context: sa.SEALContext
+    context: Any  # the binding's SEALContext
     ntt_form: bool
 
     def __init__(self, cache_bytes: int) -> None:
@@ -82,7 +86,7 @@ class Seal4Scheme(SchemeBase, Generic[K]):
     def close(self) -> None:
         """Nothing to stop; the cache goes with the object."""
 
-    def decode_ciphertexts(self, ciphertexts: list[bytes]) -> list[sa.Ciphertext]:
+    def decode_ciphertexts(self, ciphertexts: list[bytes]) -> list[Any]:
         """The request's ciphertexts, loaded and checked by SEAL against this scheme's context."""
         count = self.spec.ciphertext_count
         if len(ciphertexts) != count:
@@ -93,27 +97,32 @@ class Seal4Scheme(SchemeBase, Generic[K]):
         loaded = []
         for index, data in enumerate(ciphertexts):
             try:
-                ciphertext = load_ciphertext(data, self.context, self.ntt_form, f"ciphertext {index}")
+                ciphertext = self.load_request_ciphertext(data, f"ciphertext {index}")
                 self.check_ciphertext(ciphertext, f"ciphertext {index}")
                 loaded.append(ciphertext)
             except SealFormatError as error:
                 raise RequestRejected(422, "ciphertext_invalid", f"Not a {self.spec.name} ciphertext: {error}.") from None
         return loaded
 
-    def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
+    def load_request_ciphertext(self, data: bytes, what: str) -> Any:
+        """One request ciphertext loaded by SEAL (tenseal.sealapi; a scheme on another binding overrides
+        this): a fresh two-part ciphertext at the first data level, in this scheme's NTT form."""
+        return load_ciphertext(data, self.context, self.ntt_form, what)
+
+    def check_ciphertext(self, ciphertext: Any, what: str) -> None:
         """Scheme-specific checks of a loaded request ciphertext; raise SealFormatError."""
 
     def load_keys(self, blob: bytes) -> K:
         raise NotImplementedError
 
-    def compute(self, ciphertexts: list[sa.Ciphertext], keys: K) -> list[bytes]:
+    def compute(self, ciphertexts: list[Any], keys: K) -> list[bytes]:
         raise NotImplementedError
 
     def cached_bytes(self, keys: K) -> int:
         """What keeping ``keys`` in the cache costs in memory (SEAL's buffers, not the blob's size)."""
         raise NotImplementedError
 
-    def evaluate(self, keys: KeyReference, ciphertexts: list[sa.Ciphertext]) -> Evaluation:
+    def evaluate(self, keys: KeyReference, ciphertexts: list[Any]) -> Evaluation:
         """Scores as result ciphertexts; the key blob is fetched and loaded on a cache miss only."""
         entry = self._cache.get(keys.cache_key)
         key_fetch_s = 0.0

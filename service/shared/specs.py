@@ -15,7 +15,7 @@ import importlib.util
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -281,4 +281,27 @@ NETWORK: SchemeSpec[NetworkParams] = SchemeSpec(
 )
 
 SPECS: Mapping[str, SchemeSpec[Any]] = MappingProxyType({spec.name: spec for spec in (EI, CKKS, BFV, NETWORK)})
-"""Every scheme by name, in the order the UI lists them."""
+"""Every scheme the app's own process can encrypt for, by name, in the order the UI lists them."""
+
+# The network again, for a client in the browser tab: node-seal 6.0.3 (SEAL 4.1.2 in WebAssembly)
+# makes the keys and the ciphertext there, and the service reads them with seal-python (SEAL 4.4,
+# which loads what SEAL 4.1 wrote; tenseal's SEAL 4.3 refuses it). Same circuit, same parameters.
+BROWSER: SchemeSpec[NetworkParams] = SchemeSpec(
+    "browser", "1",
+    replace(_NETWORK_PARAMS, library="SEAL 4.1 (node-seal) in the browser tab; SEAL 4.4 (seal-python) on the service"),
+    ciphertext_count=1, result_count=1,
+    title="browser: the neural network, encrypted in your browser tab",
+    library="Microsoft SEAL 4.1 in WebAssembly (node-seal 6.0.3) in the tab; SEAL 4.4 (seal-python) on the service",
+    summary="The network scheme's circuit and parameters (CKKS, N=8192, 784 -> 128 -> 10), with the key pair "
+    "made, the digit encrypted and the scores decrypted inside the browser tab. The app's server process only "
+    "relays ciphertexts and public keys.",
+    public_material="12 Galois keys + relinearisation keys, seeded and uncompressed as node-seal saves them, "
+    "about 5.2 MB",
+    security=_SECURITY,
+    error_source=_APPROXIMATE,
+    model=NETWORK.model,
+    model_card=NETWORK.model_card,
+)
+
+SERVED_SPECS: Mapping[str, SchemeSpec[Any]] = MappingProxyType({**SPECS, BROWSER.name: BROWSER})
+"""Every scheme the scoring service runs: the app's four and ``browser``, whose client is the tab."""
