@@ -20,10 +20,12 @@ from lib.formatting import format_bytes, format_error, format_seconds
 from lib.schemes import SPECS
 from lib.view_models import Classified, error_source, public_material, scheme_title
 from ui import charts
+from ui.browser_encryption import browser_encryption
 from ui.canvas_toolbar import keep_canvas_toolbar_off_the_canvas
 from ui.state import key_progress, page_setup
 
 DRAW, PICK = ":material/draw: Draw", ":material/casino: Pick a test digit"
+TAB = ":material/shield_lock: Encrypt in my browser"
 PENDING, PROBLEM = "classify_pending", "classify_problem"
 INKS = {"White on black": ("#FFFFFF", "#000000"), "Black on white": ("#000000", "#FFFFFF")}
 
@@ -57,12 +59,31 @@ def _digit_image(pixels, caption: str, factor: int = 6) -> None:
     st.image(upscale(pixels, factor), caption=caption, width=28 * factor)
 
 
+def _mode_selector() -> str | None:
+    return st.segmented_control(
+        "Input", [DRAW, PICK, TAB], default=DRAW, required=True, key="mode", label_visibility="collapsed"
+    )
+
+
+def _in_browser_page() -> None:
+    """The "Encrypt in my browser" mode: the tab draws, encrypts and decrypts; this process only relays."""
+    st.subheader("1 · Draw a digit · 2 · Result: both in your browser tab")
+    _mode_selector()
+    st.caption(
+        "In this mode the key pair is made **inside your browser tab** (Microsoft SEAL 4.1 compiled to "
+        "WebAssembly), which also turns your drawing into 28×28 pixels, encrypts it and decrypts the scores. "
+        "This app's server process gets only the ciphertext and the public keys: it uploads the keys to blob "
+        "storage and relays the ciphertext to the scoring service, and never holds your digit, the secret "
+        "key or the prediction. You still trust the page's code, which this app's host serves; "
+        "**How it works** draws the trust model."
+    )
+    browser_encryption()
+
+
 def _input_column(state: AppState) -> tuple[DigitInput | None, str]:
     """The input widgets; returns the digit to encrypt, or None and why not."""
     st.subheader("1 · Choose a digit")
-    mode = st.segmented_control(
-        "Input", [DRAW, PICK], default=DRAW, required=True, key="mode", label_visibility="collapsed"
-    )
+    mode = _mode_selector()
     if mode == PICK:
         st.button(
             "Random test digit", icon=":material/casino:", on_click=_pick, args=(None,), key="pick_random"
@@ -250,6 +271,9 @@ def classify_page() -> None:
     state = page_setup("Classify a digit")
     info = SPECS[state.scheme]
     st.title(":material/lock: Encrypted MNIST inference")
+    if st.session_state.get("mode") == TAB:
+        _in_browser_page()
+        return
     st.caption(
         f"Your digit is encrypted here with this session's **{info.title}** key ({info.library}; choose the "
         "scheme in the sidebar). The scoring service classifies the ciphertext without being able to read "

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
+import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from lib.errors import InvalidInput
-from lib.session import EncryptedSession
+from lib.errors import DemoError, InvalidInput
+from lib.session import EncryptedSession, close_quietly
 from lib.settings import AppSettings
 from service.shared.network_layout import slot_pixels
 from service.shared.network_model import load_network
@@ -28,7 +31,15 @@ from service.shared.seal4 import make_context, rescaled_prime, split_objects
 from service.shared.seal_header import COMPR_NONE, SealFormatError, read_header
 from service.shared.specs import BROWSER
 
-__all__ = ["TAB_SEAL_VERSION", "TabKeys", "checked_ciphertext", "checked_public_material", "start_relay", "tab_config"]
+__all__ = [
+    "TAB_SEAL_VERSION",
+    "TabKeys",
+    "TabRelay",
+    "checked_ciphertext",
+    "checked_public_material",
+    "start_relay",
+    "tab_config",
+]
 
 TAB_SEAL_VERSION = (4, 1)
 """What node-seal 6.0.3 writes: Microsoft SEAL 4.1.2."""
@@ -142,3 +153,64 @@ def start_relay(settings: AppSettings, public_material: bytes) -> EncryptedSessi
     return EncryptedSession.start(
         settings, scheme=BROWSER.name, client_factory=lambda: TabKeys(public_material)
     )
+
+
+_REQUEST_ID = re.compile(r"[0-9a-f]{16}")
+
+
+class TabRelay:
+    """One browser session's relay: the session for the tab's current key pair, and each request's answer.
+
+    ``answer(request)`` takes the tab's trigger value and returns what goes back to the tab: the
+    encrypted result with the app's and the server's stages and the sizes, or an error message; never
+    an exception. The public-key blob is deleted when the tab's key changes, at ``close`` and, as a
+    last resort, when this object is collected.
+    """
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self._box: dict[str, Any] = {"session": None}
+        self._key_ref = ""
+        self._finalizer = weakref.finalize(self, close_quietly, self._box)
+        self._finalizer.atexit = False
+
+    def answer(self, request: object) -> dict[str, Any]:
+        """The tab's request (``id``, ``key_ref``, ``ciphertext``, ``public_material`` the first time)."""
+        if not isinstance(request, dict) or not isinstance(request.get("id"), str) \
+                or not _REQUEST_ID.fullmatch(request["id"]):
+            return {"id": None, "error": "The browser sent a malformed request; reload the page.", "keys_uploaded": None}
+        answer: dict[str, Any] = {"id": request["id"]}
+        try:
+            key_ref = request.get("key_ref")
+            if not isinstance(key_ref, str) or not _REQUEST_ID.fullmatch(key_ref):
+                raise InvalidInput("The browser sent no valid key reference; reload the page.")
+            ciphertext = checked_ciphertext(request.get("ciphertext"))
+            stages: list[tuple[str, float, str]] = []
+            if "public_material" in request:
+                started = time.perf_counter()
+                self._switch_keys(key_ref, checked_public_material(request["public_material"]))
+                stages.append(("upload public keys (once per tab)", time.perf_counter() - started, "client"))
+            session = self._box["session"]
+            if session is None or key_ref != self._key_ref:
+                raise InvalidInput("This app no longer holds your tab's public keys (it restarted). "
+                                   "Press the button again: the tab sends them again.")
+            relayed = session.relay([ciphertext])
+        except DemoError as error:
+            answer.update(error=error.message)
+        else:
+            answer.update(result=relayed.results[0], sizes=relayed.sizes,
+                          stages=stages + [(s.name, s.seconds, s.source) for s in relayed.stages])
+        answer["keys_uploaded"] = self._key_ref or None
+        return answer
+
+    def _switch_keys(self, key_ref: str, public_material: bytes) -> None:
+        """Upload a new key pair's public material; the previous one's blob is deleted."""
+        old = self._box["session"]
+        self._box["session"], self._key_ref = None, ""
+        close_quietly({"session": old})
+        self._box["session"] = start_relay(self.settings, public_material)
+        self._key_ref = key_ref
+
+    def close(self) -> None:
+        """Delete the public-key blob and close the connections."""
+        self._finalizer()

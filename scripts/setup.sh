@@ -49,6 +49,16 @@ if [ ! -f "$node_stamp" ]; then
   touch "$node_stamp"
 fi
 
+# The browser tab's code (the "Encrypt in my browser" mode), built from frontend/browser_encryption/ with
+# the pinned esbuild into static/ (served by Streamlit); rebuilt when its sources or the lock file change.
+tab_hash=$(cat package-lock.json $(find frontend/browser_encryption -type f | sort) | sha256sum | cut -c1-16)
+if [ ! -f "static/.built-$tab_hash" ] || [ ! -f static/browser_encryption.js ]; then
+  echo "setup: building the in-browser encryption code (frontend/browser_encryption -> static/)"
+  rm -f static/.built-*
+  node frontend/browser_encryption/build.mjs
+  touch "static/.built-$tab_hash"
+fi
+
 if [ ! -x /usr/sbin/nginx ]; then
   echo "setup: installing Debian nginx for the local twin (replicas behind nginx)"
   apt-get update -qq

@@ -350,3 +350,24 @@ def test_schemes_page_compares_the_schemes(monkeypatch: pytest.MonkeyPatch, app_
     blobs_after = blob_names(app_env["BLOB_CONNECTION_STRING"])
     assert blobs_after <= blobs_before and sidebar_key in blobs_after
     app_state(app).close()
+
+
+def test_how_it_works_explains_the_browser_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The How it works page has a second diagram and a trust model for "Encrypt in my browser"."""
+    from service.shared.specs import BROWSER
+
+    app = start_app(monkeypatch, azurite_connection_string(free_port()), closed_port_url())
+    app.switch_page("pages/1_How_it_works.py").run()
+    assert not app.exception, app.exception
+    charts = [chart.proto.spec for chart in app.get("graphviz_chart")]
+    assert len(charts) == 2, charts  # the app's own flow, then the browser tab's
+    tab_flow = charts[1]
+    assert "Your browser tab: trusted, holds the secret key" in tab_flow
+    assert "sees ciphertexts and public keys" in tab_flow and "secret key: never leaves the tab" in tab_flow
+    assert "node-seal" in tab_flow and "SAS link" in tab_flow
+    body = " ".join(texts(app).split())  # the markdown's line breaks as spaces
+    assert "In your browser: the mode where the app's server sees nothing either" in body
+    assert "keeps the **secret key** in the tab's memory" in body
+    assert "**relays only, and sees ciphertexts and public keys**" in body
+    assert BROWSER.public_material in body and "tests/test_browser_mode.py" in body
+    assert "does not remove the need to trust the code" in body

@@ -54,8 +54,10 @@ export class TabKeyPair {
     const parms = seal.EncryptionParameters(seal.SchemeType.ckks);
     parms.setPolyModulusDegree(config.poly_modulus_degree);
     parms.setCoeffModulus(seal.CoeffModulus.Create(config.poly_modulus_degree, Int32Array.from(config.coeff_modulus_bits)));
+    const started = performance.now();
     this.#context = seal.Context(parms, true, seal.SecurityLevel.tc128);
     if (!this.#context.parametersSet()) throw new Error("SEAL refused the scheme's parameters");
+    const contextMade = performance.now();
     const keygen = seal.KeyGenerator(this.#context);
     this.#secretKey = keygen.secretKey();
     const galois = keygen.createGaloisKeysSerializable(Int32Array.from(config.galois_steps));
@@ -70,6 +72,8 @@ export class TabKeyPair {
     this.#encoder = seal.CKKSEncoder(this.#context);
     publicKey.delete();
     keygen.delete();
+    /** How long SEAL's context (parameter checks, NTT tables) and the key generation took, in ms. */
+    this.timings = { context: contextMade - started, keygen: performance.now() - contextMade };
   }
 
   /** The Galois keys then the relinearisation keys, back to back (about 5.2 MB): all the service gets. */
