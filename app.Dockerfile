@@ -33,6 +33,9 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-input -r /app/requirements.txt; \
     /opt/venv/bin/python -c "import encrypted.inference.eiclient, encrypted.inference.eiserver"
 
+# The browser tab's code for the "Encrypt in my browser" mode, built from frontend/ by scripts/setup.sh
+# (scripts/container.sh app runs it first; for az acr build, run scripts/setup.sh before).
+COPY static/browser_encryption.js /app/static/browser_encryption.js
 COPY .streamlit/config.toml /app/.streamlit/config.toml
 COPY app.py /app/app.py
 COPY pages /app/pages

@@ -17,17 +17,21 @@ key_size = (
     f" ({format_bytes(status.key_bytes)})" if status.key_bytes and status.scheme == state.scheme else ""
 )
 
-st.title(":material/schema: How it works")
-st.caption(
-    "One prediction, from your digit to the decrypted result. Green: sees plaintext. Orange: never does."
-)
-
-FLOW = """
+# Both diagrams: left to right, dark boxes; a cluster's colour says what it sees (green: plaintext).
+GRAPH_STYLE = """
 digraph {
   rankdir=LR; bgcolor="transparent"; nodesep=0.5; ranksep=0.7; newrank=true;
   node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, color="#8a94a6",
         fontcolor="#e6e6e6", fillcolor="#1a1f2b", margin="0.18,0.1"];
   edge [fontname="Helvetica", fontsize=10, color="#8a94a6", fontcolor="#c8cdd6"];
+"""
+
+st.title(":material/schema: How it works")
+st.caption(
+    "One prediction, from your digit to the decrypted result. Green: sees plaintext. Orange: never does."
+)
+
+FLOW = GRAPH_STYLE + """
 
   subgraph cluster_app {
     label="Streamlit app: trusted, holds the secret key"; fontcolor="#81c784"; color="#81c784";
@@ -150,12 +154,7 @@ st.caption(
     "The main page's **Encrypt in my browser** input mode moves the green box above into your browser tab. "
     "Green: sees plaintext. Orange: never does."
 )
-BROWSER_FLOW = """
-digraph {
-  rankdir=LR; bgcolor="transparent"; nodesep=0.5; ranksep=0.7; newrank=true;
-  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, color="#8a94a6",
-        fontcolor="#e6e6e6", fillcolor="#1a1f2b", margin="0.18,0.1"];
-  edge [fontname="Helvetica", fontsize=10, color="#8a94a6", fontcolor="#c8cdd6"];
+BROWSER_FLOW = GRAPH_STYLE + """
 
   subgraph cluster_tab {
     label="Your browser tab: trusted, holds the secret key"; fontcolor="#81c784"; color="#81c784";

@@ -105,6 +105,8 @@ case "${1:-build}" in
   base) timed "tools" install_tools; make_base_image ;;
   # The service's context is service/ alone: what a deployment ships.
   build) timed "tools" install_tools; make_base_image; build_image "$IMAGE" service/Dockerfile service ;;
-  app) timed "tools" install_tools; make_base_image; build_image "$APP_IMAGE" app.Dockerfile . ;;
+  app) timed "tools" install_tools; make_base_image
+       bash scripts/setup.sh >/dev/null  # builds static/browser_encryption.js, which the image copies
+       build_image "$APP_IMAGE" app.Dockerfile . ;;
   *) echo "usage: $0 [build|base|app]" >&2; exit 2 ;;
 esac

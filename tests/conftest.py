@@ -21,9 +21,11 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from scripts.chromium import CHROMIUM, CHROMIUM_FLAGS
 from scripts.local_stack import (
     DEFAULT_ENTRY_SCRIPT,
     DEFAULT_MODEL_DIR,
@@ -40,6 +42,19 @@ from scripts.local_stack import (
 from scripts.local_stack.twin import TwinLimits
 
 INTEGRATION_FIXTURES = {"azurite", "scoring_service", "app_env", "twin", "twin_factory"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser), one per test module."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (scripts/setup.sh --dev installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mouse_redraw import Style, mouse_strokes
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lib.digits import gallery
 from lib.display import softmax
@@ -31,25 +31,10 @@ from lib.schemes import DEFAULT_SCHEME, SPECS
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 180_000  # key setup plus one encrypted prediction on a busy 2-core machine
 SIZE = re.compile(r"^\d+(\.\d+)? (kB|MB)$")
 DURATION = re.compile(r"^\d+(\.\d\d?)? ms$|^\d+\.\d\d? s$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (scripts/setup.sh --dev installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 from azure.storage.blob import BlobServiceClient
 from mouse_redraw import Style, mouse_strokes
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page
 
 from lib.mnist_data import SHARED_TEST_SET, load_test_set
 from lib.preprocess import to_mnist
 from scripts.local_stack import free_port, running, services
 from service.shared.network_model import load_network
 from tests.recording_proxy import RecordingProxy
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, decode_png
+from tests.test_browser import decode_png
 
 pytestmark = pytest.mark.browser
 
@@ -74,16 +74,6 @@ def tab_app(azurite, scoring_service, tmp_path_factory: pytest.TempPathFactory) 
                          azurite.connection_string)  # fmt: skip
     finally:
         proxy.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (scripts/setup.sh --dev installs it)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

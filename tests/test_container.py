@@ -35,6 +35,7 @@ from lib.digits import gallery
 from lib.reference import load_reference_model
 from lib.session import EncryptedSession
 from lib.settings import AppSettings
+from scripts.chromium import CHROMIUM, CHROMIUM_FLAGS
 from scripts.local_stack import HOST, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,10 +248,8 @@ def app_container(app_image: str, container: Container, azurite) -> Iterator[str
 def test_the_app_image_classifies_a_picked_digit_through_the_scoring_container(app_container: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.goto(app_container, wait_until="networkidle")
@@ -263,8 +262,33 @@ def test_the_app_image_classifies_a_picked_digit_through_the_scoring_container(a
             assert digit.isdigit()
             agreement = page.get_by_text(f"Yes: both {digit}")
             agreement.wait_for(timeout=30_000)  # the plaintext model on the same pixels agrees
+            _classify_in_the_tab(page)
         finally:
             browser.close()
+
+
+def _classify_in_the_tab(page) -> None:
+    """The image's "Encrypt in my browser" mode: its tab code is served, makes keys and gets a result back."""
+    page.get_by_text("Encrypt in my browser").first.click()
+    keys, status = page.get_by_test_id("tab-keys"), page.get_by_test_id("tab-status")
+    deadline = time.monotonic() + 60
+    while "Key pair made" not in keys.inner_text():
+        assert time.monotonic() < deadline, keys.inner_text()
+        page.wait_for_timeout(200)
+    box = page.get_by_test_id("tab-canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 140, box["y"] + 50)
+    page.mouse.down()
+    for y in range(60, 240, 10):  # a 1
+        page.mouse.move(box["x"] + 140, box["y"] + y)
+    page.mouse.up()
+    page.get_by_test_id("tab-classify").click()
+    deadline = time.monotonic() + 120
+    while not status.inner_text().startswith(("Decrypted", "This tab refused", "The ")):
+        assert time.monotonic() < deadline, status.inner_text()
+        page.wait_for_timeout(200)
+    assert status.inner_text().startswith("Decrypted in this tab"), status.inner_text()
+    assert page.get_by_test_id("tab-prediction").inner_text().strip().isdigit()
 
 
 def test_the_app_runs_as_a_non_root_user_with_no_secret_in_its_image(app_image: str, app_container: str,

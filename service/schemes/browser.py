@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 import seal
 
-from service.schemes.network import MASK_BOUND, check_room
-from service.schemes.network_circuit import NetworkPlaintexts, evaluate_network
+from service.schemes.network_circuit import NetworkPlaintexts, evaluate_network, network_values
 from service.schemes.node_seal_result import for_node_seal
-from service.schemes.seal4 import (
-    Seal4Scheme,
-    check_input_scale,
-    galois_keys_bytes,
-    slot_mask_values,
-)
-from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights
+from service.schemes.seal4 import Seal4Scheme, check_input_scale, galois_keys_bytes
 from service.shared.network_model import NetworkWeights
 from service.shared.seal4 import galois_element, split_objects
 from service.shared.seal_header import COMPR_NONE, SealFormatError, read_header
@@ -85,26 +78,18 @@ class BrowserScheme(Seal4Scheme[BrowserKeys]):
     def __init__(self, network: NetworkWeights, cache_bytes: int, *, mask_result: bool = True) -> None:
         """``mask_result=False`` exists only so a test can show what the mask protects."""
         super().__init__(cache_bytes)
-        if network.hidden_units != P.hidden_units:
-            raise ValueError(f"the network has {network.hidden_units} hidden units; the scheme runs {P.hidden_units}")
         self.mask_result = mask_result
         self.context = make_context()
         self._evaluator = seal.Evaluator(self.context)
         self._encoder = seal.CKKSEncoder(self.context)
         rescaled = int(self.context.first_context_data().parms().coeff_modulus()[-1].value())
-        layer1_scale = 2.0 ** (P.input_scale_bits + P.layer1_scale_bits)
-        self.result_scale = layer1_scale**2 / rescaled * 2.0**P.layer2_scale_bits
-        check_room(network, layer1_scale, self.result_scale)
-        last = self.context.last_parms_id()
+        values = self._values = network_values(network, P, rescaled)
+        self.result_scale = values.result_scale
         self._model = NetworkPlaintexts(
-            diagonals=[self._encoded(d, 2.0**P.layer1_scale_bits) for d in layer1_diagonals(network.w1, P)],
-            hidden_bias=self._encoded(hidden_bias(network.b1, P), layer1_scale),
-            layer2=self._encoded(layer2_row_weights(network.w2, P), 2.0**P.layer2_scale_bits, last),
+            diagonals=[self._encoded(d, 2.0**P.layer1_scale_bits) for d in values.diagonals],
+            hidden_bias=self._encoded(values.hidden_bias, values.layer1_scale),
+            layer2=self._encoded(values.layer2, 2.0**P.layer2_scale_bits, self.context.last_parms_id()),
         )
-        self._output_bias = np.zeros(P.slot_count)
-        self._output_bias[list(P.output_slots)] = network.b2
-        self._masked_slots = np.ones(P.slot_count, dtype=bool)
-        self._masked_slots[list(P.output_slots)] = False
 
     def _encoded(self, values: np.ndarray, scale: float, parms_id: Any = None) -> Any:
         """A CKKS plaintext at ``scale``: seal-python encodes at the top level; it is then switched down
@@ -155,8 +140,7 @@ class BrowserScheme(Seal4Scheme[BrowserKeys]):
     def compute(self, ciphertexts: list[Any], keys: BrowserKeys) -> list[bytes]:
         (x,) = ciphertexts
         result = evaluate_network(_SealPythonOps(self._evaluator, keys), x, self._model, P)
-        mask = self._masked_slots if self.mask_result else np.zeros(P.slot_count, dtype=bool)
-        values = slot_mask_values(mask, MASK_BOUND, self._output_bias)
+        values = self._values.bias_and_mask(self.mask_result)
         self._evaluator.add_plain_inplace(result, self._encoded(values, result.scale(), result.parms_id()))
         try:
             return [for_node_seal(result.to_string())]

@@ -12,21 +12,13 @@ The scales keep any input in [0, 1] within the moduli; the constructor checks th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from tenseal import sealapi as sa
 
-from service.schemes.network_circuit import NetworkPlaintexts, evaluate_network
-from service.schemes.seal4 import (
-    Seal4Scheme,
-    check_input_scale,
-    fresh_slot_mask,
-    galois_keys_bytes,
-    require_rotations,
-)
-from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights
+from service.schemes.network_circuit import MASK_BOUND, NetworkPlaintexts, evaluate_network, network_values
+from service.schemes.seal4 import Seal4Scheme, check_input_scale, galois_keys_bytes, require_rotations
 from service.shared.network_model import NetworkWeights
 from service.shared.seal4 import (
     FILES,
@@ -38,23 +30,9 @@ from service.shared.seal4 import (
 )
 from service.shared.specs import NETWORK
 
+__all__ = ["MASK_BOUND", "NetworkKeys", "NetworkScheme"]
+
 P = NETWORK.params
-# A masked slot is uniform in +-MASK_BOUND: a hundred times a realistic partial sum (a score is below 20
-# on real digits), and small enough that the model's worst case plus the mask fits the last prime
-# (checked), since every bit of it is a bit less precision for the scores.
-MASK_BOUND = 1024.0
-
-
-def check_room(network: NetworkWeights, layer1_scale: float, result_scale: float) -> None:
-    """Refuse a model whose worst case over [0, 1]^784, plus the mask, would wrap around a modulus."""
-    data_bits = sum(P.coeff_modulus_bits[:-1])
-    squared = 2 * (math.log2(network.hidden_bound()) + math.log2(layer1_scale))
-    result = math.log2(network.logit_bound() + MASK_BOUND) + math.log2(result_scale)
-    if squared >= data_bits - 2 or result >= P.coeff_modulus_bits[0] - 2:
-        raise ValueError(
-            f"the network's worst case needs 2^{squared:.1f} before the rescale and 2^{result:.1f} in the "
-            f"result; the moduli hold 2^{data_bits - 2} and 2^{P.coeff_modulus_bits[0] - 2}"
-        )
 
 
 @dataclass(frozen=True)
@@ -74,13 +52,10 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
     def __init__(self, network: NetworkWeights, cache_bytes: int, *, mask_result: bool = True) -> None:
         """``mask_result=False`` exists only so the test can show what the mask protects."""
         super().__init__(cache_bytes)
-        if network.hidden_units != P.hidden_units:
-            raise ValueError(f"the network has {network.hidden_units} hidden units; the scheme runs {P.hidden_units}")
         self.mask_result = mask_result
         self.context = make_context(P)
-        self.layer1_scale = 2.0 ** (P.input_scale_bits + P.layer1_scale_bits)
-        self.result_scale = self.layer1_scale**2 / rescaled_prime(self.context) * 2.0**P.layer2_scale_bits
-        check_room(network, self.layer1_scale, self.result_scale)
+        values = self._values = network_values(network, P, rescaled_prime(self.context))
+        self.result_scale = values.result_scale
         self._evaluator = sa.Evaluator(self.context)
         encoder = self._encoder = sa.CKKSEncoder(self.context)
         top, last = self.context.first_parms_id(), self.context.last_parms_id()
@@ -91,14 +66,10 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
             return plaintext
 
         self._model = NetworkPlaintexts(
-            diagonals=[encoded(d, top, 2.0**P.layer1_scale_bits) for d in layer1_diagonals(network.w1, P)],
-            hidden_bias=encoded(hidden_bias(network.b1, P), top, self.layer1_scale),
-            layer2=encoded(layer2_row_weights(network.w2, P), last, 2.0**P.layer2_scale_bits),
+            diagonals=[encoded(d, top, 2.0**P.layer1_scale_bits) for d in values.diagonals],
+            hidden_bias=encoded(values.hidden_bias, top, values.layer1_scale),
+            layer2=encoded(values.layer2, last, 2.0**P.layer2_scale_bits),
         )
-        self._output_bias = np.zeros(P.slot_count)
-        self._output_bias[list(P.output_slots)] = network.b2
-        self._masked_slots = np.ones(P.slot_count, dtype=bool)
-        self._masked_slots[list(P.output_slots)] = False
 
     def check_ciphertext(self, ciphertext: sa.Ciphertext, what: str) -> None:
         check_input_scale(ciphertext.scale, P.input_scale_bits, what)
@@ -127,8 +98,10 @@ class NetworkScheme(Seal4Scheme[NetworkKeys]):
 
     def _bias_and_mask(self, result: sa.Ciphertext) -> sa.Plaintext:
         """Layer 2's bias on the output slots and, unless disabled, fresh noise on every other slot."""
-        mask = self._masked_slots if self.mask_result else np.zeros(P.slot_count, dtype=bool)
-        return fresh_slot_mask(self._encoder, result, mask, MASK_BOUND, offset=self._output_bias)
+        plaintext = sa.Plaintext()
+        values = self._values.bias_and_mask(self.mask_result)
+        self._encoder.encode(values.tolist(), result.parms_id(), result.scale, plaintext)
+        return plaintext
 
 
 class _TensealOps:

@@ -10,15 +10,27 @@ and their order, which decide the noise and the cost, are here only:
    sums combined Horner-style with rotations by B; then a rotate-and-sum over the chunks, and the bias.
 2. The activation: one ciphertext square, relinearised, then rescaled to the last data prime.
 3. Layer 2: one plaintext product and a rotate-and-sum inside each chunk.
-The caller then adds layer 2's bias and the mask.
+The caller then adds layer 2's bias and the mask (``NetworkValues.bias_and_mask``). ``NetworkValues``
+holds the model as the slot vectors and scales each binding encodes, checked once against the moduli.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
+from service.schemes.seal4 import slot_mask_values
+from service.shared.network_layout import hidden_bias, layer1_diagonals, layer2_row_weights
+from service.shared.network_model import NetworkWeights
 from service.shared.specs import NetworkParams
+
+# A masked slot is uniform in +-MASK_BOUND: a hundred times a realistic partial sum (a score is below 20
+# on real digits), and small enough that the model's worst case plus the mask fits the last prime
+# (checked), since every bit of it is a bit less precision for the scores.
+MASK_BOUND = 1024.0
 
 CT = TypeVar("CT")
 PT = TypeVar("PT")
@@ -63,6 +75,53 @@ class NetworkPlaintexts(Generic[PT]):
     """Layer 1's bias at layer 1's scale, at the top level."""
     layer2: PT
     """Layer 2's row weights, at the last level."""
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkValues:
+    """The model as slot vectors, with the scales they are encoded at (``network_values``)."""
+
+    layer1_scale: float
+    """The scale of layer 1's result: the input's times the diagonals'."""
+    result_scale: float
+    """The result's scale as SEAL tracks it: layer 1's squared, over the rescaled prime, times layer 2's."""
+    diagonals: np.ndarray
+    """(T, S), encoded at 2^layer1_scale_bits."""
+    hidden_bias: np.ndarray
+    """(S,), encoded at ``layer1_scale``."""
+    layer2: np.ndarray
+    """(S,), encoded at 2^layer2_scale_bits, at the last level."""
+    output_bias: np.ndarray
+    masked_slots: np.ndarray
+
+    def bias_and_mask(self, masked: bool = True) -> np.ndarray:
+        """Layer 2's bias on the output slots and (unless ``masked`` is false, for a test) fresh noise in
+        +-MASK_BOUND from the OS on every other slot: one plaintext's values, at ``result_scale``."""
+        slots = self.masked_slots if masked else np.zeros_like(self.masked_slots)
+        return slot_mask_values(slots, MASK_BOUND, self.output_bias)
+
+
+def network_values(network: NetworkWeights, p: NetworkParams, rescaled_prime: int) -> NetworkValues:
+    """The network laid out for the circuit (service/shared/network_layout.py), refused if it does not
+    have ``p``'s hidden units or its worst case over [0, 1]^784, plus the mask, would wrap a modulus."""
+    if network.hidden_units != p.hidden_units:
+        raise ValueError(f"the network has {network.hidden_units} hidden units; the scheme runs {p.hidden_units}")
+    layer1_scale = 2.0 ** (p.input_scale_bits + p.layer1_scale_bits)
+    result_scale = layer1_scale**2 / rescaled_prime * 2.0**p.layer2_scale_bits
+    data_bits = sum(p.coeff_modulus_bits[:-1])
+    squared = 2 * (math.log2(network.hidden_bound()) + math.log2(layer1_scale))
+    result = math.log2(network.logit_bound() + MASK_BOUND) + math.log2(result_scale)
+    if squared >= data_bits - 2 or result >= p.coeff_modulus_bits[0] - 2:
+        raise ValueError(
+            f"the network's worst case needs 2^{squared:.1f} before the rescale and 2^{result:.1f} in the "
+            f"result; the moduli hold 2^{data_bits - 2} and 2^{p.coeff_modulus_bits[0] - 2}"
+        )
+    output_bias = np.zeros(p.slot_count)
+    output_bias[list(p.output_slots)] = network.b2
+    masked_slots = np.ones(p.slot_count, dtype=bool)
+    masked_slots[list(p.output_slots)] = False
+    return NetworkValues(layer1_scale, result_scale, layer1_diagonals(network.w1, p), hidden_bias(network.b1, p),
+                         layer2_row_weights(network.w2, p), output_bias, masked_slots)  # fmt: skip
 
 
 def evaluate_network(ops: CkksOps[CT, PT], x: CT, model: NetworkPlaintexts[PT], p: NetworkParams) -> CT:

@@ -275,7 +275,9 @@ class TabMode {
       ["tab: decrypt", timings.decrypt, "tab"],
     ];
     const longest = Math.max(...rows.map((row) => row[1] ?? 0), 1);
-    this.$(".waterfall").innerHTML = rows.map(([name, value, side]) =>
+    const waterfall = this.$(".waterfall");
+    waterfall.dataset.timings = JSON.stringify({ ...timings, server: server.map(([name, seconds, side]) => ({ name, ms: seconds * 1000, side })) });
+    waterfall.innerHTML = rows.map(([name, value, side]) =>
       `<div class="stage ${side}" data-stage="${name}"><span>${name}</span><i style="width:${(100 * (value ?? 0)) / longest}%"></i><b>${value == null ? "–" : ms(value)}</b></div>`).join("");
     const sizes = answer.sizes ?? {};
     this.$(".sizes").textContent = `Ciphertext sent ${(sizes.ciphertext_bytes / 1024).toFixed(0)} kB · public keys ${(sizes.key_bytes / 1048576).toFixed(1)} MB (once) · result ${(sizes.result_bytes / 1024).toFixed(0)} kB. The app's server relayed these bytes and could read none of them.`;
