@@ -22,7 +22,18 @@ from lib import formatting as fmt
 from lib.errors import ServiceRejected
 from lib.reference import PlaintextModel
 from scripts.benchmark import __main__ as cli
-from scripts.benchmark import cpu, figures, load, mixed, mixed_run, mixed_session, report, results, targets
+from scripts.benchmark import (
+    cpu,
+    figures,
+    load,
+    mixed,
+    mixed_run,
+    mixed_session,
+    report,
+    results,
+    tab,
+    targets,
+)
 from scripts.benchmark.measure import InProcessScorer
 from scripts.benchmark.mixed_session import Answer, SessionOutcome
 from scripts.benchmark.results import Digits, Measured, Throughput
@@ -945,3 +956,36 @@ def test_warmup_line_shows_each_sessions_first_request() -> None:
     ]
     line = report.warmup_line(mixed.summarise(samples, {"bfv": 2}))
     assert line.endswith("bfv 3 requests, each session's first p50 300 ms, max 500 ms")
+
+
+# --- the tab mode's benchmark (scripts/benchmark/tab.py): its targets and spreads, no browser ------------
+
+
+def test_tab_targets_are_met_up_to_the_limit_and_not_just_over_it() -> None:
+    rows = tab.target_rows({"keygen_encrypt": 300.0, "end_to_end_warm": 500.1, "assets": 1_694_587})
+    assert [row.met for row in rows] == [True, False, True]
+    assert rows[1].ratio == pytest.approx(500.1 / 500)
+    assert rows[0].cells() == ["key generation plus encryption ≤ 300 ms", "300 ms", "1.00×", "yes"]
+    assert rows[1].cells()[1:] == ["500 ms", "1.00×", "NO"]  # shown rounded, still not met
+    assert rows[2].cells()[1:] == ["1.69 MB", "0.34×", "yes"]
+    assert not tab.all_met(rows)
+    assert tab.all_met(tab.target_rows({"keygen_encrypt": 130.0, "end_to_end_warm": 300.0, "assets": 5e6}))
+
+
+def test_a_tab_target_not_measured_is_not_met() -> None:
+    rows = tab.target_rows({"keygen_encrypt": 130.0, "end_to_end_warm": float("nan")})  # no assets
+    assert [row.met for row in rows] == [True, False, False]
+    assert [row.ratio for row in rows[1:]] == [None, None]
+    assert rows[2].cells()[1:] == [fmt.MISSING, fmt.MISSING, "not measured"]
+    assert not tab.all_met(rows)
+    assert not tab.all_met([])
+
+
+def test_tab_spread_median_and_nearest_rank_p95_and_the_plan() -> None:
+    values = [float(v) for v in range(20, 0, -1)]  # 20 .. 1, unsorted on purpose
+    assert tab.spread(values) == tab.Spread(20, 10.5, 19.0, 1.0, 20.0)  # p95 of 20: the 19th smallest
+    assert tab.spread([7.0]) == tab.Spread(1, 7.0, 7.0, 7.0, 7.0)
+    assert tab.spread([]) == tab.Spread(0, None, None, None, None)
+    assert tab.split_warm(20, 3) == [7, 7, 6]
+    assert tab.plan_digits(4, 3, 3) == [[0, 1, 2], [0, 1], [2, 0]]  # a first prediction each, then the warm
+    assert tab.ratio(1.0, 0.0) is None and tab.ratio(3.0, 2.0) == 1.5
