@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import secrets
 import time
@@ -40,6 +41,8 @@ __all__ = [
     "start_relay",
     "tab_config",
 ]
+
+log = logging.getLogger("encrypted_mnist.app")
 
 TAB_SEAL_VERSION = (4, 1)
 """What node-seal 6.0.3 writes: Microsoft SEAL 4.1.2."""
@@ -197,6 +200,10 @@ class TabRelay:
             relayed = session.relay([ciphertext])
         except DemoError as error:
             answer.update(error=error.message)
+        except Exception as error:  # noqa: BLE001 (a bug here: the tab gets a message, the log the type)
+            log.error("relaying a browser-mode request failed: %s", type(error).__name__)
+            answer.update(error="The app could not relay this request (an internal error, logged). Press the "
+                          "button again; if it keeps happening, reload the page.")
         else:
             answer.update(result=relayed.results[0], sizes=relayed.sizes,
                           stages=stages + [(s.name, s.seconds, s.source) for s in relayed.stages])

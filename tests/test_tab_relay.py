@@ -123,3 +123,12 @@ def test_a_service_failure_reaches_the_tab_as_its_message(tab, sessions) -> None
     answer = relay.answer(request(tab, keys=False))
     assert answer["error"].startswith("The scoring service is not reachable") and "result" not in answer
     assert answer["keys_uploaded"] == KEY_REF
+
+
+def test_an_unexpected_failure_is_a_message_and_a_log_line_without_details(tab, sessions, caplog) -> None:
+    relay = tab_mode.TabRelay(AppSettings())
+    relay.answer(request(tab))
+    sessions[0].failure = KeyError("sig=SECRET-SAS-SIGNATURE")
+    answer = relay.answer(request(tab, keys=False))
+    assert "internal error" in answer["error"] and "SECRET" not in answer["error"]
+    assert "KeyError" in caplog.text and "SECRET" not in caplog.text
