@@ -20,7 +20,7 @@ from service.schemes.network_circuit import NetworkPlaintexts, evaluate_network,
 from service.schemes.node_seal_result import for_node_seal
 from service.schemes.seal4 import Seal4Scheme, check_input_scale, galois_keys_bytes
 from service.shared.network_model import NetworkWeights
-from service.shared.seal4 import galois_element, split_objects
+from service.shared.seal4 import check_header, galois_element, split_objects
 from service.shared.seal_header import COMPR_NONE, SealFormatError, read_header
 from service.shared.specs import BROWSER
 
@@ -48,16 +48,9 @@ def make_context() -> Any:
 
 def check_object(data: bytes, what: str) -> None:
     """Before SEAL sees it: an intact SEAL 4 header that describes exactly these bytes, uncompressed."""
-    try:
-        header = read_header(data)
-    except SealFormatError as error:
-        raise SealFormatError(f"{what}: {error}") from None
-    if header.version[0] != 4:
-        raise SealFormatError(f"{what}: written by SEAL {header.version[0]}.x; this scheme reads SEAL 4")
-    if header.compr_mode != COMPR_NONE:
+    check_header(data, what)
+    if read_header(data).compr_mode != COMPR_NONE:
         raise SealFormatError(f"{what}: compressed; this scheme takes SEAL objects uncompressed")
-    if header.size != len(data):
-        raise SealFormatError(f"{what}: the header says {header.size} bytes, {len(data)} arrived")
 
 
 def _loaded(load: Any, data: bytes, what: str) -> Any:
