@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from scripts.benchmark import __doc__ as overview
 from scripts.benchmark.mixed import (
@@ -21,6 +18,7 @@ from scripts.benchmark.mixed import (
     parse_sessions,
 )
 from scripts.benchmark.results import AGREEMENT_DIGITS, WORKERS, Digits, Measured
+from scripts.benchmark.stoppable import run_stoppable
 from scripts.benchmark.targets import AGREEMENT_SCHEMES
 from service.shared.model_files import MODEL_DIR
 
@@ -152,20 +150,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class _StopOnSignal:
-    """First SIGINT/SIGTERM/SIGHUP raises KeyboardInterrupt; later ones are ignored so clean-up finishes."""
-
-    def __init__(self) -> None:
-        self.fired = False
-
-    def __call__(self, signum: int, _frame: FrameType | None) -> None:
-        if self.fired:
-            print("still stopping the local stack ...", file=sys.stderr, flush=True)
-            return
-        self.fired = True
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def run(args: argparse.Namespace) -> int:
     """Start the stack, measure every scheme (and the reference), print the report, write the charts."""
     from lib.blob_store import PublicKeyStore
@@ -283,16 +267,7 @@ def run_mixed(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and run, stopping everything started on Ctrl-C, SIGTERM or SIGHUP."""
     args = parse_args(argv)
-    handler = _StopOnSignal()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        return run_mixed(args) if args.mixed else run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: everything the benchmark started has been stopped", file=sys.stderr)
-        return 130
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return run_stoppable(lambda: run_mixed(args) if args.mixed else run(args))
 
 
 if __name__ == "__main__":

@@ -43,16 +43,13 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +57,7 @@ import numpy as np
 from lib.formatting import MISSING, format_bytes, format_factor, format_percent, format_seconds, is_number
 from scripts.benchmark.mixed import percentile
 from scripts.benchmark.report import table
+from scripts.benchmark.stoppable import run_stoppable
 from scripts.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 if TYPE_CHECKING:
@@ -587,31 +585,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if met else 1
 
 
-class _StopOnSignal:
-    """The first SIGINT/SIGTERM/SIGHUP raises KeyboardInterrupt; later ones wait for the clean-up."""
-
-    def __init__(self) -> None:
-        self.fired = False
-
-    def __call__(self, signum: int, _frame: FrameType | None) -> None:
-        if not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt(signal.Signals(signum).name)
-        print("still stopping ...", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    handler = _StopOnSignal()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: everything the benchmark started has been stopped", file=sys.stderr)
-        return 130
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return run_stoppable(lambda: run(args))
 
 
 if __name__ == "__main__":
