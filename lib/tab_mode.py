@@ -178,7 +178,9 @@ class TabRelay:
         self._finalizer.atexit = False
 
     def answer(self, request: object) -> dict[str, Any]:
-        """The tab's request (``id``, ``key_ref``, ``ciphertext``, ``public_material`` the first time)."""
+        """The tab's request: ``id``, ``key_ref``, and ``ciphertext`` or ``public_material`` or both (the tab
+        sends its public material alone as soon as it has made its key pair, and again with a ciphertext
+        if the app no longer holds it)."""
         if not isinstance(request, dict) or not isinstance(request.get("id"), str) \
                 or not _REQUEST_ID.fullmatch(request["id"]):
             return {"id": None, "error": "The browser sent a malformed request; reload the page.", "keys_uploaded": None}
@@ -187,12 +189,16 @@ class TabRelay:
             key_ref = request.get("key_ref")
             if not isinstance(key_ref, str) or not _REQUEST_ID.fullmatch(key_ref):
                 raise InvalidInput("The browser sent no valid key reference; reload the page.")
-            ciphertext = checked_ciphertext(request.get("ciphertext"))
+            keys_only = "ciphertext" not in request and "public_material" in request
+            ciphertext = "" if keys_only else checked_ciphertext(request.get("ciphertext"))
             stages: list[tuple[str, float, str]] = []
             if "public_material" in request:
                 started = time.perf_counter()
                 self._switch_keys(key_ref, checked_public_material(request["public_material"]))
                 stages.append(("upload public keys (once per tab)", time.perf_counter() - started, "client"))
+            if keys_only:
+                answer.update(stages=stages, keys_uploaded=self._key_ref)
+                return answer
             session = self._box["session"]
             if session is None or key_ref != self._key_ref:
                 raise InvalidInput("This app no longer holds your tab's public keys (it restarted). "

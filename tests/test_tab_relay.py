@@ -132,3 +132,13 @@ def test_an_unexpected_failure_is_a_message_and_a_log_line_without_details(tab, 
     answer = relay.answer(request(tab, keys=False))
     assert "internal error" in answer["error"] and "SECRET" not in answer["error"]
     assert "KeyError" in caplog.text and "SECRET" not in caplog.text
+
+
+def test_the_keys_alone_are_uploaded_and_acknowledged(tab, sessions) -> None:
+    relay = tab_mode.TabRelay(AppSettings())
+    keys_only = {key: value for key, value in request(tab).items() if key != "ciphertext"}
+    answer = relay.answer(keys_only)
+    assert answer["keys_uploaded"] == KEY_REF and "result" not in answer and "error" not in answer
+    (session,) = sessions
+    assert session.sent == [] and session.public_material == base64.b64decode(tab["keys"])
+    assert relay.answer(request(tab, keys=False))["result"] == "UkVTVUxU"

@@ -1,7 +1,8 @@
 // The "Encrypt in my browser" component (Streamlit components v2): everything that touches the digit
 // or the secret key happens here, in the tab.
 //
-// On mount the tab loads node-seal and makes a key pair (tab_seal.js). The user draws on this
+// On mount the tab loads node-seal, makes a key pair (tab_seal.js) and hands Python its public material
+// to upload (a trigger value without a ciphertext). The user draws on this
 // component's own canvas; "Encrypt and classify" normalises the drawing to 28x28 (to_mnist.js, the
 // same algorithm as lib/preprocess.py), encrypts it, and hands Python one trigger value: the
 // ciphertext, plus the public material the first time. Python uploads and relays (lib/tab_mode.py)
@@ -103,7 +104,7 @@ class TabMode {
     this.drawn = false;
     this.keyRef = randomId();
     this.keysSent = false;
-    this.pending = null; // {id, started, normaliseMs, encryptMs, sentAt}
+    this.pending = null; // {id, keysOnly} or {id, started, normaliseMs, encryptMs, sentAt}
     this.seen = new Set();
     this.keygenMs = null;
     this.wireDrawing();
@@ -121,8 +122,8 @@ class TabMode {
       this.setupMs = { load: loaded - started, context: this.keys.timings.context };
       this.$(".keys").textContent = `🔒 Key pair made in this tab in ${ms(this.keygenMs)} (SEAL 4.1, WebAssembly; set-up ${ms(this.setupMs.load + this.setupMs.context)}). The secret key never leaves it.`;
       warmUpNormalisation();
-      this.$(".classify").disabled = false;
       probe(() => ({ secretKey: b64(this.keys.secretKeyBytesForProbe()) }));
+      this.uploadKeys();
     } catch (error) {
       this.$(".keys").textContent = `Could not make a key pair in this browser: ${error?.message ?? error}. Use a current Chromium, Firefox or Safari, or the other input modes.`;
     }
@@ -169,8 +170,18 @@ class TabMode {
     };
   }
 
-  /** Normalise, encrypt, and hand Python the ciphertext (and the public material, once). */
-  async classify(setTriggerValue) {
+  /** Hand Python the public material as soon as it exists, so the first digit need not wait for it. */
+  uploadKeys() {
+    const id = randomId();
+    this.pending = { id, keysOnly: true };
+    const button = this.$(".classify");
+    button.disabled = true;
+    button.textContent = "Uploading your public keys (once) …";
+    this.sendTrigger("request", { id, key_ref: this.keyRef, public_material: b64(this.keys.publicMaterial()) });
+  }
+
+  /** Normalise, encrypt, and hand Python the ciphertext (and the public material, if not yet uploaded). */
+  async classify() {
     await this.ready;
     if (!this.keys || this.pending) return;
     const started = performance.now();
@@ -193,7 +204,7 @@ class TabMode {
     this.pending = { id, normaliseMs: normalised - started, encryptMs: encrypted - normalised, sentAt: performance.now(), started };
     this.showStatus(this.keysSent ? "Encrypted. Scoring the ciphertext on the service …" : "Encrypted. Uploading the public keys (once) and scoring on the service …", "busy");
     this.$(".classify").disabled = true;
-    setTriggerValue("request", request);
+    this.sendTrigger("request", request);
   }
 
   /** Python's answer for our pending request: an encrypted result to check and decrypt, or an error. */
@@ -202,9 +213,15 @@ class TabMode {
     if (!answer || !pending || answer.id !== pending.id || this.seen.has(answer.id)) return;
     this.seen.add(answer.id);
     this.pending = null;
-    this.$(".classify").disabled = false;
+    const button = this.$(".classify");
+    button.disabled = false;
+    this.keysSent = answer.keys_uploaded === this.keyRef;
+    if (pending.keysOnly) {
+      button.textContent = "Encrypt in my browser and classify";
+      if (answer.error) this.$(".keys").textContent += ` The public keys could not be uploaded yet (${answer.error}); they go with your first digit.`;
+      return;
+    }
     const relayMs = performance.now() - pending.sentAt;
-    if (answer.keys_uploaded === this.keyRef) this.keysSent = true;
     if (answer.error) {
       this.showStatus(answer.error, "error");
       return;
@@ -294,6 +311,7 @@ export function mount(component) {
     mode = new TabMode(root, data.config);
     instances.set(parentElement, mode);
   }
-  mode.$(".classify").onclick = () => mode.classify(setTriggerValue);
+  mode.sendTrigger = setTriggerValue;
+  mode.$(".classify").onclick = () => mode.classify();
   mode.receive(data.answer);
 }
