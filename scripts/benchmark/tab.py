@@ -9,7 +9,8 @@ it (scripts/chromium.py). In each tab it switches to "Encrypt in my browser", wa
 pair, traces real MNIST test digits (the first --digits of the test set, in turn) with the mouse on
 the tab's canvas (tests/mouse_redraw.py) and presses the button: one first prediction per tab (the
 tab uploaded its public keys as soon as it made them; the service's key cache is cold), then the
-tab's share of --warm (default 20) warm ones. Every time is the tab's own, read from the waterfall's ``data-timings`` (``performance.now()`` in the tab):
+tab's share of --warm (default 20) warm ones. Every time is the tab's own, read from the waterfall's
+``data-timings`` (``performance.now()`` in the tab):
 
 - key generation plus encryption (target 300 ms): the median key generation of the fresh tabs plus
   the median encrypt of the warm predictions;
