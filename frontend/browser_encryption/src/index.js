@@ -297,7 +297,8 @@ class TabMode {
     waterfall.innerHTML = rows.map(([name, value, side]) =>
       `<div class="stage ${side}" data-stage="${name}"><span>${name}</span><i style="width:${(100 * (value ?? 0)) / longest}%"></i><b>${value == null ? "–" : ms(value)}</b></div>`).join("");
     const sizes = answer.sizes ?? {};
-    this.$(".sizes").textContent = `Ciphertext sent ${(sizes.ciphertext_bytes / 1024).toFixed(0)} kB · public keys ${(sizes.key_bytes / 1048576).toFixed(1)} MB (once) · result ${(sizes.result_bytes / 1024).toFixed(0)} kB. The app's server relayed these bytes and could read none of them.`;
+    const kB = (bytes) => `${(bytes / 1e3).toFixed(0)} kB`;
+    this.$(".sizes").textContent = `Ciphertext sent ${kB(sizes.ciphertext_bytes)} · public keys ${(sizes.key_bytes / 1e6).toFixed(1)} MB (once) · result ${kB(sizes.result_bytes)}. The app's server relayed these bytes and could read none of them.`;
   }
 }
 
